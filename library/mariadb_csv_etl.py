@@ -1,0 +1,188 @@
+#!/usr/bin/python
+"""Ansible module mariadb_csv_etl: thin wrapper around module_utils/mariadb_pos/etl.py."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mariadb_csv_etl
+short_description: Load the course's four POS CSV files into MariaDB, idempotently and atomically
+description:
+  - Reads C(customers.csv), C(products.csv), C(orders.csv) and C(orderlines.csv) (the course's
+    headers) from O(data_dir) on the managed host, cleans them (ZIP codes, prices, dates, stray
+    quotes, whitespace, BOM, CRLF, duplicates) and loads them into the POS tables.
+  - Cleaned rows are staged with C(LOAD DATA LOCAL INFILE) in per-run temporary tables, compared
+    with the final tables, and the difference (deletes, updates, inserts) is applied in one
+    transaction together with the audit rows, so an interrupted run leaves the previous data intact.
+  - Every input row is accounted for (read = loaded + merged + rejected); rejected rows are stored
+    in C(<etl_database>.etl_reject) with file, line number, raw text and reason.
+  - The SHA-256 of each file is recorded in C(<etl_database>.etl_file); a rerun with unchanged
+    files reads only that table and reports C(changed=false).
+  - The session sets C(@pos_bulk_load = 1) so the schema's data triggers do nothing; the module
+    fills C(OrderLine.unit_price) from the product's price and keeps the file's quantity on hand.
+    Run a FULL refresh of the materialized views afterwards when RV(data_changed) is true.
+  - Needs C(local_infile=ON) on the server. All writes go through the binlog (never
+    C(sql_log_bin=0)).
+version_added: "1.0.0"
+author: POS cluster maintainers
+options:
+  data_dir:
+    description: Folder on the managed host holding the four CSV files.
+    type: path
+    required: true
+  file_names:
+    description:
+      - Other file names, keyed C(customers), C(products), C(orders), C(orderlines).
+    type: dict
+    default: {}
+  database:
+    description: Database of the POS tables.
+    type: str
+    default: pos
+  etl_database:
+    description: Database of the ETL's audit and reject tables (created when missing).
+    type: str
+    default: pos_etl
+  force:
+    description: Reload even when the files are unchanged since the last completed run.
+    type: bool
+    default: false
+  lock_timeout:
+    description: Seconds to wait for another run of this module to finish.
+    type: int
+    default: 60
+  reject_sample:
+    description: How many rejected rows to return in RV(rejects) (all of them are in the table).
+    type: int
+    default: 20
+  login_user:
+    description: Account to connect as (root over the unix socket by default).
+    type: str
+    default: root
+  login_password:
+    description: Password of O(login_user).
+    type: str
+    default: ""
+  login_host:
+    description: Host to connect to; C(localhost) uses O(login_unix_socket).
+    type: str
+    default: localhost
+  login_port:
+    description: TCP port when O(login_host) is not local.
+    type: int
+    default: 3306
+  login_unix_socket:
+    description: Unix socket of the server.
+    type: str
+    default: /run/mysqld/mysqld.sock
+  connect_timeout:
+    description: Connection timeout in seconds.
+    type: int
+    default: 30
+attributes:
+  check_mode:
+    support: full
+    description: Cleans and stages the files in temporary tables and reports the differences;
+      writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the row counts of each table before and after.
+requirements:
+  - PyMySQL (Debian package python3-pymysql)
+notes:
+  - The cleaning rules, the atomicity and replication trade-offs are described in docs/etl.md.
+"""
+
+EXAMPLES = r"""
+- name: Load the POS CSV files
+  mariadb_csv_etl:
+    data_dir: /var/lib/pos_etl/data
+  register: pos_etl_result
+
+- name: Load as the pos_etl account over TCP
+  mariadb_csv_etl:
+    data_dir: /var/lib/pos_etl/data
+    login_user: pos_etl
+    login_password: "{{ vault_pos_etl_password }}"
+    login_host: 127.0.0.1
+  no_log: true
+"""
+
+RETURN = r"""
+data_changed:
+  description: Whether rows of the POS tables were (or in check mode would be) changed.
+  returned: always
+  type: bool
+run_id:
+  description: Audit id of this run (of the last completed run when nothing was to do).
+  returned: always
+  type: int
+files:
+  description: Per file, the SHA-256 and the counts read, loaded, merged (duplicates, or units of
+    an order line) and rejected.
+  returned: always
+  type: dict
+  sample: {"orders.csv": {"read": 2037, "loaded": 1935, "merged": 37, "rejected": 65}}
+tables:
+  description: Per table, rows_before, rows_after, inserted, updated, deleted.
+  returned: when the files were processed
+  type: dict
+phases:
+  description: Rows, seconds and rows per second of each phase.
+  returned: always
+  type: list
+  elements: dict
+city_conflicts:
+  description: ZIP codes spelled with several (city, state) names, the spelling chosen (the most
+    frequent, ties to the first seen) and the count of each spelling.
+  returned: always
+  type: list
+  elements: dict
+rejects:
+  description: The first O(reject_sample) rejected rows (file, line, raw, reason).
+  returned: always
+  type: list
+  elements: dict
+msg:
+  description: Summary of the run.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible.module_utils.mariadb_pos.db import CONNECTION_ARGUMENT_SPEC, HAS_PYMYSQL
+from ansible.module_utils.mariadb_pos.etl import EtlError, diff_text, run
+
+
+def main():
+    argument_spec = dict(
+        data_dir=dict(type="path", required=True),
+        file_names=dict(type="dict", default={}),
+        database=dict(type="str", default="pos"),
+        etl_database=dict(type="str", default="pos_etl"),
+        force=dict(type="bool", default=False),
+        lock_timeout=dict(type="int", default=60),
+        reject_sample=dict(type="int", default=20),
+    )
+    argument_spec.update(CONNECTION_ARGUMENT_SPEC)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not HAS_PYMYSQL:
+        module.fail_json(msg="the PyMySQL library is required on the managed host "
+                             "(Debian package python3-pymysql)")
+    unknown = set(module.params["file_names"]) - {"customers", "products", "orders",
+                                                  "orderlines"}
+    if unknown:
+        module.fail_json(msg="file_names: unknown keys %s (customers, products, orders, "
+                             "orderlines)" % ", ".join(sorted(unknown)))
+    try:
+        result = run(module.params, check_mode=module.check_mode, progress=module.log)
+    except EtlError as error:
+        module.fail_json(msg=str(error))
+    if module._diff and result.get("tables"):
+        result["diff"] = diff_text(result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""Idempotent, atomic load of the course's four CSV files into the POS schema.
+
+Logic of the ``mariadb_csv_etl`` module, importable without Ansible (the tests call :func:`run`).
+
+Phases (timings and rows/s in the result's ``phases``):
+
+1. fingerprint -- SHA-256 of the four files; equal to the last completed run's -> nothing to do,
+   nothing written (a no-op rerun only reads the audit table).
+2. extract    -- Python reads and cleans the files (etl_clean), every row accounted for.
+3. stage      -- the cleaned rows go through LOAD DATA LOCAL INFILE into per-session TEMPORARY
+   tables ``<etl_database>.stg_*`` (created LIKE the final tables). Temporary tables are private to
+   the run's connection -- two runs never collide -- vanish with the connection if the run is
+   killed, and are not written to the ROW-format binlog.
+4. diff       -- per table: rows to insert, update (byte-wise comparison) and delete.
+5. apply      -- ONE transaction: delete what vanished from the files, update what changed,
+   insert what is new, record the run, its files and rejects in the audit tables, commit.
+   A run killed anywhere leaves the previous data and audit intact (InnoDB rolls the transaction
+   back); the next run sees the old fingerprint and redoes the load.
+
+The session sets ``@pos_bulk_load = 1`` so the schema's data triggers stand aside: the ETL fills
+``OrderLine.unit_price`` from the product's price itself, keeps the file's quantity on hand and adds
+no PriceHistory rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+
+from . import etl_clean
+from .db import connect
+
+ETL_VERSION = "1"  # part of the fingerprint: a change of the cleaning rules forces a reload
+LOCK_NAME = "mariadb_csv_etl"
+_IDENT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+# final table, staging table, columns in file order, primary key columns
+TABLES = (
+    ("City", "stg_city", ("zip", "city", "state"), ("zip",)),
+    ("Product", "stg_product", ("product_id", "name", "current_price", "quantity_on_hand"),
+     ("product_id",)),
+    ("Customer", "stg_customer", ("customer_id", "first_name", "last_name", "email",
+                                  "address_line1", "address_line2", "phone", "birthdate", "zip"),
+     ("customer_id",)),
+    ("Order", "stg_order", ("order_id", "customer_id", "date_placed", "date_shipped"),
+     ("order_id",)),
+    ("OrderLine", "stg_orderline", ("order_id", "product_id", "quantity", "unit_price"),
+     ("order_id", "product_id")),
+)
+TABLE_NAMES = tuple(table[0] for table in TABLES)
+
+AUDIT_DDL = (
+    """CREATE TABLE IF NOT EXISTS {etl}.etl_run (
+        run_id        BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        target_db     VARCHAR(64)  NOT NULL,
+        etl_version   VARCHAR(16)  NOT NULL,
+        started_at    DATETIME(6)  NOT NULL,
+        finished_at   DATETIME(6)  NOT NULL,
+        rows_inserted BIGINT UNSIGNED NOT NULL,
+        rows_updated  BIGINT UNSIGNED NOT NULL,
+        rows_deleted  BIGINT UNSIGNED NOT NULL,
+        seconds       DECIMAL(12,3) NOT NULL,
+        KEY etl_run_target_db_idx (target_db, run_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS {etl}.etl_file (
+        run_id      BIGINT UNSIGNED NOT NULL,
+        file_name   VARCHAR(64)  NOT NULL,
+        sha256      CHAR(64)     NOT NULL,
+        bytes       BIGINT UNSIGNED NOT NULL,
+        rows_read   BIGINT UNSIGNED NOT NULL,
+        rows_loaded BIGINT UNSIGNED NOT NULL,
+        rows_merged BIGINT UNSIGNED NOT NULL,
+        rows_rejected BIGINT UNSIGNED NOT NULL,
+        seconds     DECIMAL(12,3) NOT NULL,
+        PRIMARY KEY (run_id, file_name),
+        CONSTRAINT etl_file_run_id_fk FOREIGN KEY (run_id) REFERENCES {etl}.etl_run (run_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS {etl}.etl_reject (
+        reject_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        run_id    BIGINT UNSIGNED NOT NULL,
+        file_name VARCHAR(64)  NOT NULL,
+        line_no   INT UNSIGNED NOT NULL,
+        raw_text  MEDIUMTEXT   NOT NULL,
+        reason    VARCHAR(500) NOT NULL,
+        KEY etl_reject_run_id_idx (run_id, file_name, line_no),
+        CONSTRAINT etl_reject_run_id_fk FOREIGN KEY (run_id) REFERENCES {etl}.etl_run (run_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+)
+
+
+class EtlError(Exception):
+    """Any failure of a run, with a message naming the file/server and the cause."""
+
+
+def quote_ident(name: str) -> str:
+    if not isinstance(name, str) or not _IDENT_RE.match(name):
+        raise EtlError("invalid database name %r: letters, digits and _ only, at most 64" % name)
+    return "`%s`" % name
+
+
+def _q(table: str) -> str:
+    return "`%s`" % table  # table names come from TABLES only
+
+
+def _tsv_value(value) -> str:
+    if value is None:
+        return "\\N"
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text or "\0" in text:
+        text = (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                .replace("\r", "\\r").replace("\0", "\\0"))
+    return text
+
+
+def write_tsv(path: str, rows) -> int:
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        buffer = []
+        for row in rows:
+            buffer.append("\t".join([_tsv_value(value) for value in row]))
+            count += 1
+            if len(buffer) >= 50000:
+                handle.write("\n".join(buffer) + "\n")
+                buffer.clear()
+        if buffer:
+            handle.write("\n".join(buffer) + "\n")
+    return count
+
+
+def write_orderlines_tsv(path: str, entries) -> int:
+    """Fast path: order lines are numbers and a price string, nothing to escape."""
+    count = 0
+    with open(path, "w", encoding="ascii", newline="\n") as handle:
+        buffer = []
+        for order_id, product_id, quantity, price in entries:
+            buffer.append("%d\t%d\t%d\t%s\n" % (order_id, product_id, quantity, price))
+            count += 1
+            if len(buffer) >= 100000:
+                handle.write("".join(buffer))
+                buffer.clear()
+        handle.write("".join(buffer))
+    return count
+
+
+class Runner:
+    """One run of the ETL on one connection."""
+
+    def __init__(self, params: dict, check_mode: bool = False, progress=None):
+        self.params = params
+        self.check_mode = check_mode
+        self.progress_cb = progress
+        self.db = params.get("database") or "pos"
+        self.etl_db = params.get("etl_database") or "pos_etl"
+        self.qdb = quote_ident(self.db)
+        self.qetl = quote_ident(self.etl_db)
+        self.phases: list[dict] = []
+        self.conn = None
+        self.cursor = None
+
+    # ---------------------------------------------------------------- helpers
+    def phase(self, name: str, rows: int, started: float) -> None:
+        seconds = time.monotonic() - started
+        entry = dict(phase=name, rows=rows, seconds=round(seconds, 3),
+                     rows_per_second=int(rows / seconds) if seconds > 0 else rows)
+        self.phases.append(entry)
+        if self.progress_cb:
+            self.progress_cb("mariadb_csv_etl %s: %d rows in %.3fs (%d rows/s)"
+                             % (name, rows, seconds, entry["rows_per_second"]))
+
+    def sql(self, statement: str, args=None):
+        self.cursor.execute(statement.format(db=self.qdb, etl=self.qetl), args)
+        return self.cursor
+
+    def scalar(self, statement: str, args=None):
+        row = self.sql(statement, args).fetchone()
+        return row[0] if row else None
+
+    def paths(self) -> dict:
+        folder = self.params["data_dir"]
+        names = self.params.get("file_names") or {}
+        paths = {}
+        for key, (default_name, _header) in etl_clean.FILES.items():
+            paths[key] = os.path.join(folder, names.get(key) or default_name)
+            if not os.path.isfile(paths[key]):
+                raise EtlError("%s: file not found (the four files %s are expected in %s)"
+                               % (paths[key], ", ".join(f[0] for f in etl_clean.FILES.values()),
+                                  folder))
+        return paths
+
+    # ---------------------------------------------------------------- steps
+    def open(self) -> None:
+        conn_params = {key: self.params[key] for key in (
+            "login_user", "login_password", "login_host", "login_port", "login_unix_socket",
+            "connect_timeout") if key in self.params}
+        try:
+            self.conn = connect(local_infile=True, **conn_params)
+        except Exception as error:  # ConnectionError_ carries the message
+            raise EtlError(str(error)) from None
+        self.conn.autocommit(True)  # explicit transaction for the apply phase only
+        self.cursor = self.conn.cursor()
+        self.sql("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+                 "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'")
+        self.sql("SET @pos_bulk_load = 1")
+        timeout = int(self.params.get("lock_timeout", 60))
+        if self.scalar("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, timeout)) != 1:
+            raise EtlError("another mariadb_csv_etl run holds the lock %r (waited %ds)"
+                           % (LOCK_NAME, timeout))
+        missing = [name for name in TABLE_NAMES if not self.scalar(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s", (self.db, name))]
+        if missing:
+            raise EtlError("database %s lacks the POS tables %s: apply files/sql first "
+                           "(role pos_schema)" % (self.db, ", ".join(missing)))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+            self.conn = None
+
+    def etl_db_exists(self) -> bool:
+        return bool(self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA "
+                                "WHERE SCHEMA_NAME = %s", (self.etl_db,)))
+
+    def audit_ready(self) -> bool:
+        return self.scalar("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                           "TABLE_SCHEMA = %s AND TABLE_NAME IN ('etl_run', 'etl_file', "
+                           "'etl_reject')", (self.etl_db,)) == 3
+
+    def ensure_audit(self) -> None:
+        if not self.etl_db_exists():
+            self.sql("CREATE DATABASE IF NOT EXISTS {etl} CHARACTER SET utf8mb4")
+        if not self.audit_ready():
+            for ddl in AUDIT_DDL:
+                self.sql(ddl)
+
+    def last_run(self):
+        """(run_id, {file name: sha256}) of the last completed run for this database."""
+        if not self.audit_ready():
+            return None, {}
+        run_id = self.scalar("SELECT MAX(run_id) FROM {etl}.etl_run WHERE target_db = %s "
+                             "AND etl_version = %s", (self.db, ETL_VERSION))
+        if run_id is None:
+            return None, {}
+        rows = self.sql("SELECT file_name, sha256, rows_read, rows_loaded, rows_merged, "
+                        "rows_rejected FROM {etl}.etl_file WHERE run_id = %s",
+                        (run_id,)).fetchall()
+        return run_id, {row[0]: row for row in rows}
+
+    def column_limits(self) -> dict:
+        rows = self.sql("SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM "
+                        "information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+                        "CHARACTER_MAXIMUM_LENGTH IS NOT NULL", (self.db,)).fetchall()
+        return {(table, column): int(length) for table, column, length in rows}
+
+    def stage(self, data: etl_clean.CleanData, workdir: str) -> None:
+        started = time.monotonic()
+        total = 0
+        staging_db = self.qetl if self.etl_db_exists() else self.qdb
+        self.staging_db = staging_db
+        sources = {
+            "City": [data.cities[z] for z in sorted(data.cities)],
+            "Product": [data.products[k] for k in sorted(data.products)],
+            "Customer": [data.customers[k] for k in sorted(data.customers)],
+            "Order": [data.orders[k] for k in sorted(data.orders)],
+        }
+        for table, staging, columns, _pk in TABLES:
+            path = os.path.join(workdir, staging + ".tsv")
+            if table == "OrderLine":
+                count = write_orderlines_tsv(path, (data.orderlines[k]
+                                                    for k in sorted(data.orderlines)))
+            else:
+                count = write_tsv(path, sources[table])
+            self.cursor.execute("DROP TEMPORARY TABLE IF EXISTS %s.%s" % (staging_db, staging))
+            self.cursor.execute("CREATE TEMPORARY TABLE %s.%s LIKE %s.%s"
+                                % (staging_db, staging, self.qdb, _q(table)))
+            self.cursor.execute(
+                "LOAD DATA LOCAL INFILE %%s INTO TABLE %s.%s CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (%s)"
+                % (staging_db, staging, ", ".join("`%s`" % c for c in columns)), (path,))
+            warnings = self.scalar("SELECT @@warning_count")
+            if warnings:
+                detail = self.sql("SHOW WARNINGS LIMIT 3").fetchall()
+                raise EtlError("staging of %s raised %d warnings, nothing loaded: %s"
+                               % (table, warnings, "; ".join(str(w[2]) for w in detail)))
+            loaded = self.scalar("SELECT COUNT(*) FROM %s.%s" % (staging_db, staging))
+            if loaded != count:
+                raise EtlError("staging of %s: %d rows written, %d loaded; nothing loaded"
+                               % (table, count, loaded))
+            total += count
+            os.unlink(path)
+        self.phase("stage", total, started)
+
+    def _join(self, pk) -> str:
+        return " AND ".join("t.`%s` = s.`%s`" % (c, c) for c in pk)
+
+    def _differs(self, columns, pk) -> str:
+        return " OR ".join("NOT (CAST(t.`%s` AS BINARY) <=> CAST(s.`%s` AS BINARY))" % (c, c)
+                           for c in columns if c not in pk)
+
+    def diff(self) -> dict:
+        started = time.monotonic()
+        result = {}
+        for table, staging, columns, pk in TABLES:
+            target = "%s.%s" % (self.qdb, _q(table))
+            source = "%s.%s" % (self.staging_db, staging)
+            rows_before = self.scalar("SELECT COUNT(*) FROM %s" % target)
+            rows_after = self.scalar("SELECT COUNT(*) FROM %s" % source)
+            if rows_before == 0:
+                inserted, updated, deleted = rows_after, 0, 0
+            else:
+                inserted = self.scalar("SELECT COUNT(*) FROM %s s LEFT JOIN %s t ON %s WHERE "
+                                       "t.`%s` IS NULL" % (source, target, self._join(pk), pk[0]))
+                deleted = self.scalar("SELECT COUNT(*) FROM %s t LEFT JOIN %s s ON %s WHERE "
+                                      "s.`%s` IS NULL" % (target, source, self._join(pk), pk[0]))
+                updated = self.scalar("SELECT COUNT(*) FROM %s s JOIN %s t ON %s WHERE %s"
+                                      % (source, target, self._join(pk),
+                                         self._differs(columns, pk)))
+            result[table] = dict(rows_before=rows_before, rows_after=rows_after,
+                                 inserted=inserted, updated=updated, deleted=deleted)
+        self.phase("diff", sum(r["rows_after"] for r in result.values()), started)
+        return result
+
+    def _delete_stale(self, table: str, changes: dict) -> None:
+        spec = next(t for t in TABLES if t[0] == table)
+        _table, staging, _columns, pk = spec
+        if not changes[table]["deleted"]:
+            return
+        source = "%s.%s" % (self.staging_db, staging)
+        if table == "Product":
+            self.cursor.execute(
+                "DELETE h FROM %s.`PriceHistory` h LEFT JOIN %s s ON h.product_id = "
+                "s.product_id WHERE s.product_id IS NULL" % (self.qdb, source))
+        self.cursor.execute("DELETE t FROM %s.%s t LEFT JOIN %s s ON %s WHERE s.`%s` IS NULL"
+                            % (self.qdb, _q(table), source, self._join(pk), pk[0]))
+
+    def _upsert(self, table: str, changes: dict) -> None:
+        _table, staging, columns, pk = next(t for t in TABLES if t[0] == table)
+        source = "%s.%s" % (self.staging_db, staging)
+        target = "%s.%s" % (self.qdb, _q(table))
+        column_list = ", ".join("`%s`" % c for c in columns)
+        if changes[table]["updated"]:
+            assignments = ", ".join("t.`%s` = s.`%s`" % (c, c) for c in columns if c not in pk)
+            self.cursor.execute("UPDATE %s t JOIN %s s ON %s SET %s WHERE %s"
+                                % (target, source, self._join(pk), assignments,
+                                   self._differs(columns, pk)))
+        if changes[table]["inserted"]:
+            if changes[table]["rows_before"] == 0:
+                self.cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s"
+                                    % (target, column_list, column_list, source))
+            else:
+                self.cursor.execute(
+                    "INSERT INTO %s (%s) SELECT %s FROM %s s LEFT JOIN %s t ON %s "
+                    "WHERE t.`%s` IS NULL"
+                    % (target, column_list, ", ".join("s.`%s`" % c for c in columns), source,
+                       target, self._join(pk), pk[0]))
+
+    def apply(self, data, changes, started_wall, rejects) -> int:
+        """One transaction: final tables, audit run, files and rejects -- or nothing."""
+        started = time.monotonic()
+        self.conn.begin()
+        try:
+            for table in ("OrderLine", "Order"):
+                self._delete_stale(table, changes)
+            for table in ("City", "Product", "Customer", "Order", "OrderLine"):
+                self._upsert(table, changes)
+            for table in ("Customer", "Product", "City"):
+                self._delete_stale(table, changes)
+            totals = {k: sum(c[k] for c in changes.values())
+                      for k in ("inserted", "updated", "deleted")}
+            self.sql("INSERT INTO {etl}.etl_run (target_db, etl_version, started_at, "
+                     "finished_at, rows_inserted, rows_updated, rows_deleted, seconds) "
+                     "VALUES (%s, %s, FROM_UNIXTIME(%s), NOW(6), %s, %s, %s, %s)",
+                     (self.db, ETL_VERSION, started_wall, totals["inserted"], totals["updated"],
+                      totals["deleted"], round(time.time() - started_wall, 3)))
+            run_id = self.cursor.lastrowid
+            self.cursor.executemany(
+                "INSERT INTO %s.etl_file (run_id, file_name, sha256, bytes, rows_read, "
+                "rows_loaded, rows_merged, rows_rejected, seconds) VALUES "
+                "(%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)" % self.qetl,
+                [(run_id, s.name, s.sha256, s.size, s.read, s.loaded, s.merged, s.rejected,
+                  round(s.seconds, 3)) for s in data.stats.values()])
+            for start in range(0, len(rejects), 5000):
+                self.cursor.executemany(
+                    "INSERT INTO %s.etl_reject (run_id, file_name, line_no, raw_text, reason) "
+                    "VALUES (%%s, %%s, %%s, %%s, %%s)" % self.qetl,
+                    [(run_id, name, line, raw, reason[:500])
+                     for name, line, raw, reason in rejects[start:start + 5000]])
+            self.conn.commit()
+        except BaseException:
+            try:
+                self.conn.rollback()
+            except Exception:  # noqa: BLE001 - connection lost: the server rolls back
+                pass
+            raise
+        self.phase("apply", sum(c["inserted"] + c["updated"] + c["deleted"]
+                                for c in changes.values()) + len(rejects), started)
+        return run_id
+
+    def drop_staging(self) -> None:
+        for _table, staging, _columns, _pk in TABLES:
+            self.cursor.execute("DROP TEMPORARY TABLE IF EXISTS %s.%s"
+                                % (self.staging_db, staging))
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> dict:
+        started_wall = time.time()
+        t0 = time.monotonic()
+        paths = self.paths()
+        hashes = {}
+        for key in etl_clean.FILE_ORDER:
+            hashes[etl_clean.FILES[key][0]] = etl_clean.sha256_file(paths[key])[0]
+        self.open()
+        try:
+            last_id, last_files = self.last_run()
+            unchanged = bool(last_files) and all(
+                name in last_files and last_files[name][1] == sha for name, sha in hashes.items())
+            self.phase("fingerprint", len(hashes), t0)
+            if unchanged and not self.params.get("force"):
+                files = {name: dict(sha256=row[1], read=row[2], loaded=row[3], merged=row[4],
+                                    rejected=row[5]) for name, row in last_files.items()}
+                return dict(changed=False, data_changed=False, run_id=last_id, files=files,
+                            tables={}, phases=self.phases, city_conflicts=[], rejects=[],
+                            msg="files unchanged since run %d: nothing to do" % last_id)
+            started = time.monotonic()
+            data = etl_clean.extract(paths, self.column_limits())
+            read = sum(s.read for s in data.stats.values())
+            self.phase("extract", read, started)
+            rejects = []
+            for stats in data.stats.values():
+                for line, raw, reason in etl_clean.fetch_raw_lines(stats.path, stats.rejects):
+                    rejects.append((stats.name, line, raw, reason))
+            if not self.check_mode:
+                self.ensure_audit()
+            with tempfile.TemporaryDirectory(prefix="mariadb_csv_etl-") as workdir:
+                self.stage(data, workdir)
+            changes = self.diff()
+            data_changed = any(c["inserted"] or c["updated"] or c["deleted"]
+                               for c in changes.values())
+            run_id = None
+            if not self.check_mode:
+                run_id = self.apply(data, changes, started_wall, rejects)
+            self.drop_staging()
+            files = {s.name: s.as_dict() for s in data.stats.values()}
+            limit = int(self.params.get("reject_sample", 20))
+            return dict(
+                changed=True, data_changed=data_changed, run_id=run_id, files=files,
+                tables=changes, phases=self.phases, city_conflicts=data.city_conflicts,
+                rejects=[dict(file=n, line=ln, raw=r, reason=why)
+                         for n, ln, r, why in rejects[:limit]],
+                msg="%s: %d rows read, %d inserted, %d updated, %d deleted, %d rejected"
+                    % ("would load" if self.check_mode else "loaded", read,
+                       sum(c["inserted"] for c in changes.values()),
+                       sum(c["updated"] for c in changes.values()),
+                       sum(c["deleted"] for c in changes.values()), len(rejects)))
+        finally:
+            self.close()
+
+
+def run(params: dict, check_mode: bool = False, progress=None) -> dict:
+    """Run the ETL; raise EtlError (or etl_clean.EtlInputError) with a clear message on failure."""
+    runner = Runner(params, check_mode=check_mode, progress=progress)
+    try:
+        return runner.run()
+    except etl_clean.EtlInputError as error:
+        raise EtlError("%s; nothing was loaded" % error) from None
+    except EtlError:
+        raise
+    except Exception as error:  # pymysql errors: name the server and the cause
+        if type(error).__module__.startswith("pymysql"):
+            raise EtlError("MariaDB error during the ETL (nothing was changed): %s"
+                           % (error,)) from None
+        raise
+
+
+def diff_text(result: dict) -> dict:
+    """Ansible diff: per-table row counts before and after."""
+    before, after = [], []
+    for table in TABLE_NAMES:
+        change = result.get("tables", {}).get(table)
+        if not change:
+            continue
+        before.append("%s: %d rows\n" % (table, change["rows_before"]))
+        after.append("%s: %d rows (+%d inserted, ~%d updated, -%d deleted)\n"
+                     % (table, change["rows_after"], change["inserted"], change["updated"],
+                        change["deleted"]))
+    return dict(before="".join(before), after="".join(after))

@@ -1,0 +1,101 @@
+"""Helpers and fixtures shared by the ETL tests (imported by tests/test_etl_*.py)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from tests.support.pos_csv_generator import HEADERS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = REPO_ROOT / "files" / "sql"
+TABLES = ("City", "Customer", "Product", "`Order`", "OrderLine", "PriceHistory")
+_counter = itertools.count(1)
+
+
+def load_schema(server, database: str) -> None:
+    """Apply files/sql/*.sql, in order, to a fresh database (the files name no database)."""
+    server.client("DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s` CHARACTER SET utf8mb4 "
+                  "COLLATE utf8mb4_unicode_ci" % (database, database))
+    for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
+        server.client(file=path, database=database)
+
+
+class EtlTarget:
+    """A POS database + its ETL database on a server, and the module parameters to reach it."""
+
+    def __init__(self, server, name: str):
+        self.server = server
+        self.db = name
+        self.etl_db = name + "_etl"
+
+    def params(self, data_dir, **extra) -> dict:
+        params = dict(data_dir=str(data_dir), database=self.db, etl_database=self.etl_db,
+                      login_user="root", login_unix_socket=self.server.socket)
+        params.update(extra)
+        return params
+
+    def query(self, sql: str, args=None):
+        conn = self.server.connect()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, args)
+                return cursor.fetchall()
+        finally:
+            conn.close()
+
+    def counts(self) -> dict:
+        return {t.strip("`"): self.query("SELECT COUNT(*) FROM `%s`.%s" % (self.db, t))[0][0]
+                for t in TABLES}
+
+    def checksums(self) -> dict:
+        """Content of each table (order-independent), for comparing end states."""
+        result = {}
+        for table in TABLES[:5]:
+            rows = self.query("SELECT * FROM `%s`.%s" % (self.db, table))
+            result[table.strip("`")] = sorted(repr(row) for row in rows)
+        return result
+
+    def gtid(self) -> str:
+        return self.query("SELECT @@gtid_binlog_pos")[0][0]
+
+
+def new_target(server) -> EtlTarget:
+    target = EtlTarget(server, "etl_t%d" % next(_counter))
+    load_schema(server, target.db)
+    server.client("DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`"
+                  % (target.etl_db, target.etl_db))
+    return target
+
+
+@pytest.fixture
+def target(mariadb_server):
+    target = new_target(mariadb_server)
+    yield target
+    mariadb_server.client("DROP DATABASE IF EXISTS `%s`; DROP DATABASE IF EXISTS `%s`"
+                          % (target.db, target.etl_db))
+
+
+def write_files(folder: Path, customers=None, products=None, orders=None, orderlines=None,
+                newline: str = "\n", bom: bool = False) -> Path:
+    """Write the four files from lists of raw CSV lines (header added unless given)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    defaults = dict(
+        customers=["1,Anna,Smith,Boston,MA,02134,1 Main St,,anna@example.org,1/2/1990"],
+        products=["1,Widget,9.99,10"],
+        orders=["1,1,2024-01-02 10:00:00,2024-01-03 12:00:00"],
+        orderlines=["1,1"],
+    )
+    given = dict(customers=customers, products=products, orders=orders, orderlines=orderlines)
+    for key, name in (("customers", "customers.csv"), ("products", "products.csv"),
+                      ("orders", "orders.csv"), ("orderlines", "orderlines.csv")):
+        lines = given[key] if given[key] is not None else defaults[key]
+        if not lines or not lines[0].startswith(HEADERS[name][0]):
+            lines = [",".join('"%s"' % h if " " in h else h for h in HEADERS[name])] + lines
+        text = "".join(line + newline for line in lines)
+        if bom:
+            text = "\ufeff" + text
+        (folder / name).write_bytes(text.encode("utf-8"))
+    return folder
