@@ -42,7 +42,7 @@ if timeout 60 docker pull "debian:$release" >/dev/null 2>&1; then
   cid=$(docker create "debian:$release" sh -c "apt-get update && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y --no-install-recommends ${packages//,/ } && rm -f /etc/machine-id")
   docker start -a "$cid"
-  docker commit --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' "$cid" "$image"
+  docker commit --change 'CMD ["/sbin/init"]' "$cid" "$image"
   docker rm "$cid" >/dev/null
   exit 0
 fi
@@ -51,7 +51,18 @@ echo "build-base-image: no registry; debootstrap $suite from $mirror"
 command -v debootstrap >/dev/null || { echo "build-base-image: debootstrap is not installed" >&2; exit 1; }
 rootfs=$(mktemp -d /var/tmp/debian-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
-debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >/dev/null
+# One retry: a mirror hiccup should not fail a whole CI run.
+for attempt in 1 2; do
+  if debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" \
+       >"$rootfs.log" 2>&1; then
+    break
+  fi
+  echo "build-base-image: debootstrap attempt $attempt failed:" >&2
+  tail -n 20 "$rootfs.log" >&2
+  [ "$attempt" -eq 2 ] && exit 1
+  rm -rf "$rootfs" && mkdir -p "$rootfs"
+done
+rm -f "$rootfs.log"
 
 cat > "$rootfs/etc/apt/sources.list" <<SOURCES
 deb $mirror $suite main
@@ -70,6 +81,6 @@ chroot "$rootfs" apt-get update -qq || true
 chroot "$rootfs" apt-get clean
 
 tar -C "$rootfs" -c . | docker import \
-  --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' --change 'ENV container=docker' \
+  --change 'CMD ["/sbin/init"]' --change 'ENV container=docker' \
   - "$image" >/dev/null
 echo "build-base-image: built $image"
