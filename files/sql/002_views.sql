@@ -5,6 +5,9 @@
 -- columns such as Customer.birthdate. Views are PascalCase nouns like the tables; they carry no
 -- birthdate and no stock or cost columns a report does not need.
 
+-- String literals, views and routines take the connection's character set: pin it.
+SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci;
+
 -- Customer directory: contact data, without the birthdate.
 CREATE OR REPLACE SQL SECURITY DEFINER VIEW CustomerDirectory AS
 SELECT c.customer_id, c.first_name, c.last_name, c.email, c.phone,

@@ -11,6 +11,9 @@
 -- listed key column that is not NULL names the rows to recompute.
 -- Re-runnable: CREATE TABLE IF NOT EXISTS and INSERT IGNORE.
 
+-- String literals, views and routines take the connection's character set: pin it.
+SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci;
+
 CREATE TABLE IF NOT EXISTS MaterializedView (
     mv_table          VARCHAR(64)  NOT NULL,
     source_view       VARCHAR(64)  NOT NULL,

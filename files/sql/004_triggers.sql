@@ -7,6 +7,9 @@
 -- OrderLine.unit_price itself, keeps the CSV's stock, adds no PriceHistory rows and bypasses the
 -- ChangeLog (the playbook runs a FULL refresh of the materialized views after a load).
 
+-- String literals, views and routines take the connection's character set: pin it.
+SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci;
+
 DELIMITER //
 
 -- Appends one ChangeLog row per registered materialized view: the rows of that view whose

@@ -4,6 +4,9 @@
 -- place_order and refresh_materialized_view run their own transaction: calling them while a
 -- transaction is open commits it first (START TRANSACTION / DDL cause an implicit commit).
 
+-- String literals, views and routines take the connection's character set: pin it.
+SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci;
+
 DELIMITER //
 
 -- Places an order with its lines in one transaction. p_lines is a JSON array such as

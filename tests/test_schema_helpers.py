@@ -1,0 +1,53 @@
+"""Helpers shared by the schema tests: a fresh database with files/sql applied, and seed data.
+
+Each test module uses its own database name, so the modules never see each other's rows (the
+SQL files name no database; the role applies them in `pos`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mariadb_pos.schema_files import sql_files
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = REPO_ROOT / "files" / "sql"
+EXAMPLES_DIR = SQL_DIR / "examples"
+
+
+def create_schema(server, database: str) -> None:
+    """Drop and recreate ``database`` and apply every numbered SQL file in order."""
+    server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` "
+                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    for _name, path, _digest in sql_files(SQL_DIR):
+        server.client(file=Path(path), database=database)
+
+
+def seed(conn, customers: int = 3, products: int = 3, stock: int = 100) -> None:
+    """Cities, customers 1..n and products 1..n (price = id * 1.25) with the given stock."""
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO City (zip, city, state) VALUES (%s, %s, %s)",
+                        [("02134", "Boston", "MA"), ("10001", "New York", "NY")])
+        cur.executemany(
+            "INSERT INTO Customer (customer_id, first_name, last_name, email, address_line1, "
+            "address_line2, phone, birthdate, zip) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s)",
+            [(i, f"First{i}", f"Last{i}", f"c{i}@example.com", f"{i} Main St", f"555-01{i:02d}",
+              "1990-01-0%d" % (1 + i % 9), "02134" if i % 2 else "10001")
+             for i in range(1, customers + 1)])
+        cur.executemany(
+            "INSERT INTO Product (product_id, name, current_price, quantity_on_hand) "
+            "VALUES (%s, %s, %s, %s)",
+            [(i, f"Product {i}", f"{i * 1.25:.2f}", stock) for i in range(1, products + 1)])
+    conn.commit()
+
+
+def scalar(conn, sql: str, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def rows(conn, sql: str, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
