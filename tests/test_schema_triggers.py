@@ -1,4 +1,4 @@
-"""Trigger semantics (files/sql/004): PriceHistory, unit price, stock, ChangeLog, bulk-load bypass."""
+"""Trigger semantics (files/sql/004): PriceHistory, unit price, stock, ChangeLog, bulk load."""
 
 from __future__ import annotations
 

@@ -46,11 +46,12 @@ BEGIN
             'place_order: the lines must be a non-empty JSON array of {"product_id": n, "quantity": n}';
     END IF;
     SELECT COUNT(*), COUNT(DISTINCT product_id),
-           SUM(product_id IS NULL OR quantity IS NULL OR quantity <= 0)
+           SUM(NOT (product_id REGEXP '^[0-9]{1,9}$') OR NOT (quantity REGEXP '^[0-9]{1,9}$')
+               OR product_id IS NULL OR quantity IS NULL OR quantity + 0 <= 0)
       INTO v_lines, v_products, v_bad
       FROM JSON_TABLE(p_lines, '$[*]' COLUMNS (
-               product_id INT UNSIGNED PATH '$.product_id' NULL ON ERROR,
-               quantity INT PATH '$.quantity' NULL ON ERROR)) AS line;
+               product_id VARCHAR(64) PATH '$.product_id' NULL ON ERROR,
+               quantity VARCHAR(64) PATH '$.quantity' NULL ON ERROR)) AS line;
     IF v_bad > 0 THEN
         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT =
             'place_order: every line needs a numeric product_id and a quantity greater than 0';
