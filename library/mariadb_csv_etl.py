@@ -150,7 +150,6 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible.module_utils.mariadb_pos.db import CONNECTION_ARGUMENT_SPEC, HAS_PYMYSQL
 from ansible.module_utils.mariadb_pos.etl import EtlError, diff_text, run
 
@@ -173,8 +172,8 @@ def main():
     unknown = set(module.params["file_names"]) - {"customers", "products", "orders",
                                                   "orderlines"}
     if unknown:
-        module.fail_json(msg="file_names: unknown keys %s (customers, products, orders, "
-                             "orderlines)" % ", ".join(sorted(unknown)))
+        module.fail_json(msg="file_names: unknown keys {} (customers, products, orders, "
+                             "orderlines)".format(", ".join(sorted(unknown))))
     try:
         result = run(module.params, check_mode=module.check_mode, progress=module.log)
     except EtlError as error:

@@ -17,8 +17,8 @@ _counter = itertools.count(1)
 
 def load_schema(server, database: str) -> None:
     """Apply files/sql/*.sql, in order, to a fresh database (the files name no database)."""
-    server.client("DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s` CHARACTER SET utf8mb4 "
-                  "COLLATE utf8mb4_unicode_ci" % (database, database))
+    server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` CHARACTER SET utf8mb4 "
+                  "COLLATE utf8mb4_unicode_ci")
     for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
         server.client(file=path, database=database)
 
@@ -47,14 +47,14 @@ class EtlTarget:
             conn.close()
 
     def counts(self) -> dict:
-        return {t.strip("`"): self.query("SELECT COUNT(*) FROM `%s`.%s" % (self.db, t))[0][0]
+        return {t.strip("`"): self.query(f"SELECT COUNT(*) FROM `{self.db}`.{t}")[0][0]
                 for t in TABLES}
 
     def checksums(self) -> dict:
         """Content of each table (order-independent), for comparing end states."""
         result = {}
         for table in TABLES[:5]:
-            rows = self.query("SELECT * FROM `%s`.%s" % (self.db, table))
+            rows = self.query(f"SELECT * FROM `{self.db}`.{table}")
             result[table.strip("`")] = sorted(repr(row) for row in rows)
         return result
 
@@ -65,8 +65,7 @@ class EtlTarget:
 def new_target(server) -> EtlTarget:
     target = EtlTarget(server, "etl_t%d" % next(_counter))
     load_schema(server, target.db)
-    server.client("DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`"
-                  % (target.etl_db, target.etl_db))
+    server.client(f"DROP DATABASE IF EXISTS `{target.etl_db}`; CREATE DATABASE `{target.etl_db}`")
     return target
 
 
@@ -74,8 +73,7 @@ def new_target(server) -> EtlTarget:
 def target(mariadb_server):
     target = new_target(mariadb_server)
     yield target
-    mariadb_server.client("DROP DATABASE IF EXISTS `%s`; DROP DATABASE IF EXISTS `%s`"
-                          % (target.db, target.etl_db))
+    mariadb_server.client(f"DROP DATABASE IF EXISTS `{target.db}`; DROP DATABASE IF EXISTS `{target.etl_db}`")
 
 
 def write_files(folder: Path, customers=None, products=None, orders=None, orderlines=None,
@@ -93,7 +91,7 @@ def write_files(folder: Path, customers=None, products=None, orders=None, orderl
                       ("orders", "orders.csv"), ("orderlines", "orderlines.csv")):
         lines = given[key] if given[key] is not None else defaults[key]
         if not lines or not lines[0].startswith(HEADERS[name][0]):
-            lines = [",".join('"%s"' % h if " " in h else h for h in HEADERS[name])] + lines
+            lines = [",".join(f'"{h}"' if " " in h else h for h in HEADERS[name]), *lines]
         text = "".join(line + newline for line in lines)
         if bom:
             text = "\ufeff" + text

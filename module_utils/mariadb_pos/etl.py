@@ -24,13 +24,14 @@ no PriceHistory rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import time
 
 from . import etl_clean
-from .db import connect
+from .db import ConnectionError_, connect
 
 ETL_VERSION = "1"  # part of the fingerprint: a change of the cleaning rules forces a reload
 LOCK_NAME = "mariadb_csv_etl"
@@ -95,13 +96,14 @@ class EtlError(Exception):
 
 
 def quote_ident(name: str) -> str:
+    """Backtick-quote a database name after checking it against a strict whitelist."""
     if not isinstance(name, str) or not _IDENT_RE.match(name):
-        raise EtlError("invalid database name %r: letters, digits and _ only, at most 64" % name)
-    return "`%s`" % name
+        raise EtlError(f"invalid database name {name!r}: letters, digits and _ only, at most 64")
+    return f"`{name}`"
 
 
 def _q(table: str) -> str:
-    return "`%s`" % table  # table names come from TABLES only
+    return f"`{table}`"  # table names come from TABLES only
 
 
 def _tsv_value(value) -> str:
@@ -115,6 +117,7 @@ def _tsv_value(value) -> str:
 
 
 def write_tsv(path: str, rows) -> int:
+    """Write rows for LOAD DATA (tab-separated, backslash escapes, \\N for NULL)."""
     count = 0
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         buffer = []
@@ -135,13 +138,27 @@ def write_orderlines_tsv(path: str, entries) -> int:
     with open(path, "w", encoding="ascii", newline="\n") as handle:
         buffer = []
         for order_id, product_id, quantity, price in entries:
-            buffer.append("%d\t%d\t%d\t%s\n" % (order_id, product_id, quantity, price))
+            buffer.append(f"{order_id}\t{product_id}\t{quantity}\t{price}\n")
             count += 1
             if len(buffer) >= 100000:
                 handle.write("".join(buffer))
                 buffer.clear()
         handle.write("".join(buffer))
     return count
+
+
+def _spec(table: str):
+    return next(spec for spec in TABLES if spec[0] == table)
+
+
+def _join(pk) -> str:
+    return " AND ".join(f"t.`{c}` = s.`{c}`" for c in pk)
+
+
+def _differs(columns, pk) -> str:
+    """Byte-wise comparison: a case-only or trailing-space change is a change."""
+    return " OR ".join(f"NOT (CAST(t.`{c}` AS BINARY) <=> CAST(s.`{c}` AS BINARY))"
+                       for c in columns if c not in pk)
 
 
 class Runner:
@@ -155,6 +172,7 @@ class Runner:
         self.etl_db = params.get("etl_database") or "pos_etl"
         self.qdb = quote_ident(self.db)
         self.qetl = quote_ident(self.etl_db)
+        self.staging_db = self.qetl
         self.phases: list[dict] = []
         self.conn = None
         self.cursor = None
@@ -162,15 +180,17 @@ class Runner:
     # ---------------------------------------------------------------- helpers
     def phase(self, name: str, rows: int, started: float) -> None:
         seconds = time.monotonic() - started
-        entry = dict(phase=name, rows=rows, seconds=round(seconds, 3),
-                     rows_per_second=int(rows / seconds) if seconds > 0 else rows)
-        self.phases.append(entry)
+        rate = int(rows / seconds) if seconds > 0 else rows
+        self.phases.append({"phase": name, "rows": rows, "seconds": round(seconds, 3),
+                            "rows_per_second": rate})
         if self.progress_cb:
-            self.progress_cb("mariadb_csv_etl %s: %d rows in %.3fs (%d rows/s)"
-                             % (name, rows, seconds, entry["rows_per_second"]))
+            self.progress_cb(f"mariadb_csv_etl {name}: {rows} rows in {seconds:.3f}s "
+                             f"({rate} rows/s)")
 
     def sql(self, statement: str, args=None):
-        self.cursor.execute(statement.format(db=self.qdb, etl=self.qetl), args)
+        """Run SQL whose only interpolations are the validated database names."""
+        self.cursor.execute(statement.replace("{db}", self.qdb).replace("{etl}", self.qetl),
+                            args)
         return self.cursor
 
     def scalar(self, statement: str, args=None):
@@ -180,13 +200,13 @@ class Runner:
     def paths(self) -> dict:
         folder = self.params["data_dir"]
         names = self.params.get("file_names") or {}
+        expected = ", ".join(f[0] for f in etl_clean.FILES.values())
         paths = {}
         for key, (default_name, _header) in etl_clean.FILES.items():
             paths[key] = os.path.join(folder, names.get(key) or default_name)
             if not os.path.isfile(paths[key]):
-                raise EtlError("%s: file not found (the four files %s are expected in %s)"
-                               % (paths[key], ", ".join(f[0] for f in etl_clean.FILES.values()),
-                                  folder))
+                raise EtlError(f"{paths[key]}: file not found (the four files {expected} are "
+                               f"expected in {folder})")
         return paths
 
     # ---------------------------------------------------------------- steps
@@ -196,7 +216,7 @@ class Runner:
             "connect_timeout") if key in self.params}
         try:
             self.conn = connect(local_infile=True, **conn_params)
-        except Exception as error:  # ConnectionError_ carries the message
+        except ConnectionError_ as error:
             raise EtlError(str(error)) from None
         self.conn.autocommit(True)  # explicit transaction for the apply phase only
         self.cursor = self.conn.cursor()
@@ -205,21 +225,20 @@ class Runner:
         self.sql("SET @pos_bulk_load = 1")
         timeout = int(self.params.get("lock_timeout", 60))
         if self.scalar("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, timeout)) != 1:
-            raise EtlError("another mariadb_csv_etl run holds the lock %r (waited %ds)"
-                           % (LOCK_NAME, timeout))
-        missing = [name for name in TABLE_NAMES if not self.scalar(
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-            "AND TABLE_NAME = %s", (self.db, name))]
+            raise EtlError(f"another mariadb_csv_etl run holds the lock {LOCK_NAME!r} "
+                           f"(waited {timeout}s)")
+        present = {row[0] for row in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+            (self.db,)).fetchall()}
+        missing = [name for name in (*TABLE_NAMES, "PriceHistory") if name not in present]
         if missing:
-            raise EtlError("database %s lacks the POS tables %s: apply files/sql first "
-                           "(role pos_schema)" % (self.db, ", ".join(missing)))
+            raise EtlError(f"database {self.db} lacks the POS tables {', '.join(missing)}: "
+                           "apply files/sql first (role pos_schema)")
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection may already be gone
                 self.conn.close()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
-                pass
             self.conn = None
 
     def etl_db_exists(self) -> bool:
@@ -232,6 +251,7 @@ class Runner:
                            "'etl_reject')", (self.etl_db,)) == 3
 
     def ensure_audit(self) -> None:
+        """Create the ETL database and audit tables when missing (only then: no binlog noise)."""
         if not self.etl_db_exists():
             self.sql("CREATE DATABASE IF NOT EXISTS {etl} CHARACTER SET utf8mb4")
         if not self.audit_ready():
@@ -239,7 +259,7 @@ class Runner:
                 self.sql(ddl)
 
     def last_run(self):
-        """(run_id, {file name: sha256}) of the last completed run for this database."""
+        """(run_id, {file name: row}) of the last completed run for this database."""
         if not self.audit_ready():
             return None, {}
         run_id = self.scalar("SELECT MAX(run_id) FROM {etl}.etl_run WHERE target_db = %s "
@@ -257,119 +277,132 @@ class Runner:
                         "CHARACTER_MAXIMUM_LENGTH IS NOT NULL", (self.db,)).fetchall()
         return {(table, column): int(length) for table, column, length in rows}
 
-    def stage(self, data: etl_clean.CleanData, workdir: str) -> None:
+    def write_files(self, data: etl_clean.CleanData, workdir: str) -> dict:
+        """One TSV per final table, in the table's column order: {table: (path, rows)}."""
         started = time.monotonic()
-        total = 0
-        staging_db = self.qetl if self.etl_db_exists() else self.qdb
-        self.staging_db = staging_db
         sources = {
             "City": [data.cities[z] for z in sorted(data.cities)],
             "Product": [data.products[k] for k in sorted(data.products)],
             "Customer": [data.customers[k] for k in sorted(data.customers)],
             "Order": [data.orders[k] for k in sorted(data.orders)],
         }
-        for table, staging, columns, _pk in TABLES:
+        files = {}
+        for table, staging, _columns, _pk in TABLES:
             path = os.path.join(workdir, staging + ".tsv")
             if table == "OrderLine":
                 count = write_orderlines_tsv(path, (data.orderlines[k]
                                                     for k in sorted(data.orderlines)))
             else:
                 count = write_tsv(path, sources[table])
-            self.cursor.execute("DROP TEMPORARY TABLE IF EXISTS %s.%s" % (staging_db, staging))
-            self.cursor.execute("CREATE TEMPORARY TABLE %s.%s LIKE %s.%s"
-                                % (staging_db, staging, self.qdb, _q(table)))
-            self.cursor.execute(
-                "LOAD DATA LOCAL INFILE %%s INTO TABLE %s.%s CHARACTER SET utf8mb4 "
-                "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (%s)"
-                % (staging_db, staging, ", ".join("`%s`" % c for c in columns)), (path,))
-            warnings = self.scalar("SELECT @@warning_count")
-            if warnings:
-                detail = self.sql("SHOW WARNINGS LIMIT 3").fetchall()
-                raise EtlError("staging of %s raised %d warnings, nothing loaded: %s"
-                               % (table, warnings, "; ".join(str(w[2]) for w in detail)))
-            loaded = self.scalar("SELECT COUNT(*) FROM %s.%s" % (staging_db, staging))
-            if loaded != count:
-                raise EtlError("staging of %s: %d rows written, %d loaded; nothing loaded"
-                               % (table, count, loaded))
-            total += count
-            os.unlink(path)
-        self.phase("stage", total, started)
+            files[table] = (path, count)
+        self.phase("transform", sum(count for _path, count in files.values()), started)
+        return files
 
-    def _join(self, pk) -> str:
-        return " AND ".join("t.`%s` = s.`%s`" % (c, c) for c in pk)
+    def load_tsv(self, target: str, columns, path: str, count: int, what: str, *,
+                 extra: str = "", args=()) -> None:
+        """LOAD DATA LOCAL INFILE of a file this run wrote; any warning aborts the run."""
+        column_list = ", ".join(f"`{c}`" for c in columns)
+        self.cursor.execute(
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {target} CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+            f"({column_list}){extra}", (path, *args))
+        loaded = self.cursor.rowcount
+        warnings = self.scalar("SELECT @@warning_count")
+        if warnings:
+            detail = "; ".join(str(w[2]) for w in self.sql("SHOW WARNINGS LIMIT 3").fetchall())
+            raise EtlError(f"loading {what} raised {warnings} warnings, nothing loaded: {detail}")
+        if loaded != count:
+            raise EtlError(f"loading {what}: {count} rows written, {loaded} loaded; "
+                           "nothing loaded")
 
-    def _differs(self, columns, pk) -> str:
-        return " OR ".join("NOT (CAST(t.`%s` AS BINARY) <=> CAST(s.`%s` AS BINARY))" % (c, c)
-                           for c in columns if c not in pk)
+    def stage(self, files: dict) -> None:
+        """Per-session TEMPORARY staging tables, created LIKE the final tables."""
+        started = time.monotonic()
+        self.staging_db = self.qetl if self.etl_db_exists() else self.qdb
+        for table, staging, columns, _pk in TABLES:
+            path, count = files[table]
+            name = f"{self.staging_db}.{staging}"
+            self.cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+            self.cursor.execute(f"CREATE TEMPORARY TABLE {name} LIKE {self.qdb}.{_q(table)}")
+            self.load_tsv(name, columns, path, count, f"staging table for {table}")
+        self.phase("stage", sum(count for _path, count in files.values()), started)
+
+    def targets_empty(self) -> bool:
+        return not any(self.scalar(f"SELECT EXISTS (SELECT 1 FROM {self.qdb}.{_q(t)})")
+                       for t in TABLE_NAMES)
 
     def diff(self) -> dict:
+        """Per table: rows before/after and rows to insert, update, delete."""
         started = time.monotonic()
         result = {}
         for table, staging, columns, pk in TABLES:
-            target = "%s.%s" % (self.qdb, _q(table))
-            source = "%s.%s" % (self.staging_db, staging)
-            rows_before = self.scalar("SELECT COUNT(*) FROM %s" % target)
-            rows_after = self.scalar("SELECT COUNT(*) FROM %s" % source)
+            target = f"{self.qdb}.{_q(table)}"
+            source = f"{self.staging_db}.{staging}"
+            rows_before = self.scalar(f"SELECT COUNT(*) FROM {target}")
+            rows_after = self.scalar(f"SELECT COUNT(*) FROM {source}")
             if rows_before == 0:
                 inserted, updated, deleted = rows_after, 0, 0
             else:
-                inserted = self.scalar("SELECT COUNT(*) FROM %s s LEFT JOIN %s t ON %s WHERE "
-                                       "t.`%s` IS NULL" % (source, target, self._join(pk), pk[0]))
-                deleted = self.scalar("SELECT COUNT(*) FROM %s t LEFT JOIN %s s ON %s WHERE "
-                                      "s.`%s` IS NULL" % (target, source, self._join(pk), pk[0]))
-                updated = self.scalar("SELECT COUNT(*) FROM %s s JOIN %s t ON %s WHERE %s"
-                                      % (source, target, self._join(pk),
-                                         self._differs(columns, pk)))
-            result[table] = dict(rows_before=rows_before, rows_after=rows_after,
-                                 inserted=inserted, updated=updated, deleted=deleted)
+                inserted = self.scalar(f"SELECT COUNT(*) FROM {source} s LEFT JOIN {target} t "
+                                       f"ON {_join(pk)} WHERE t.`{pk[0]}` IS NULL")
+                deleted = self.scalar(f"SELECT COUNT(*) FROM {target} t LEFT JOIN {source} s "
+                                      f"ON {_join(pk)} WHERE s.`{pk[0]}` IS NULL")
+                updated = self.scalar(f"SELECT COUNT(*) FROM {source} s JOIN {target} t "
+                                      f"ON {_join(pk)} WHERE {_differs(columns, pk)}")
+            result[table] = {"rows_before": rows_before, "rows_after": rows_after,
+                             "inserted": inserted, "updated": updated, "deleted": deleted}
         self.phase("diff", sum(r["rows_after"] for r in result.values()), started)
         return result
 
     def _delete_stale(self, table: str, changes: dict) -> None:
-        spec = next(t for t in TABLES if t[0] == table)
-        _table, staging, _columns, pk = spec
+        _table, staging, _columns, pk = _spec(table)
         if not changes[table]["deleted"]:
             return
-        source = "%s.%s" % (self.staging_db, staging)
-        if table == "Product":
-            self.cursor.execute(
-                "DELETE h FROM %s.`PriceHistory` h LEFT JOIN %s s ON h.product_id = "
-                "s.product_id WHERE s.product_id IS NULL" % (self.qdb, source))
-        self.cursor.execute("DELETE t FROM %s.%s t LEFT JOIN %s s ON %s WHERE s.`%s` IS NULL"
-                            % (self.qdb, _q(table), source, self._join(pk), pk[0]))
+        source = f"{self.staging_db}.{staging}"
+        if table == "Product":  # a fresh load has no price history for a vanished product
+            self.cursor.execute(f"DELETE h FROM {self.qdb}.`PriceHistory` h LEFT JOIN {source} s "
+                                "ON h.product_id = s.product_id WHERE s.product_id IS NULL")
+        self.cursor.execute(f"DELETE t FROM {self.qdb}.{_q(table)} t LEFT JOIN {source} s "
+                            f"ON {_join(pk)} WHERE s.`{pk[0]}` IS NULL")
 
     def _upsert(self, table: str, changes: dict) -> None:
-        _table, staging, columns, pk = next(t for t in TABLES if t[0] == table)
-        source = "%s.%s" % (self.staging_db, staging)
-        target = "%s.%s" % (self.qdb, _q(table))
-        column_list = ", ".join("`%s`" % c for c in columns)
+        _table, staging, columns, pk = _spec(table)
+        source = f"{self.staging_db}.{staging}"
+        target = f"{self.qdb}.{_q(table)}"
+        column_list = ", ".join(f"`{c}`" for c in columns)
         if changes[table]["updated"]:
-            assignments = ", ".join("t.`%s` = s.`%s`" % (c, c) for c in columns if c not in pk)
-            self.cursor.execute("UPDATE %s t JOIN %s s ON %s SET %s WHERE %s"
-                                % (target, source, self._join(pk), assignments,
-                                   self._differs(columns, pk)))
+            assignments = ", ".join(f"t.`{c}` = s.`{c}`" for c in columns if c not in pk)
+            self.cursor.execute(f"UPDATE {target} t JOIN {source} s ON {_join(pk)} "
+                                f"SET {assignments} WHERE {_differs(columns, pk)}")
         if changes[table]["inserted"]:
-            if changes[table]["rows_before"] == 0:
-                self.cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s"
-                                    % (target, column_list, column_list, source))
-            else:
-                self.cursor.execute(
-                    "INSERT INTO %s (%s) SELECT %s FROM %s s LEFT JOIN %s t ON %s "
-                    "WHERE t.`%s` IS NULL"
-                    % (target, column_list, ", ".join("s.`%s`" % c for c in columns), source,
-                       target, self._join(pk), pk[0]))
+            selected = ", ".join(f"s.`{c}`" for c in columns)
+            self.cursor.execute(f"INSERT INTO {target} ({column_list}) SELECT {selected} "
+                                f"FROM {source} s LEFT JOIN {target} t ON {_join(pk)} "
+                                f"WHERE t.`{pk[0]}` IS NULL")
 
-    def apply(self, data, changes, started_wall, rejects) -> int:
-        """One transaction: final tables, audit run, files and rejects -- or nothing."""
+    def apply(self, data, changes, rejects, *, started_wall, files, workdir, direct) -> int:
+        """One transaction: final tables, audit run, files and rejects -- or nothing.
+
+        ``direct``: the final tables are empty (first load), so the cleaned files are loaded
+        straight into them; otherwise the staged difference is applied: children's stale rows
+        first, then parents before children, then the parents' stale rows (foreign keys hold at
+        every statement).
+        """
         started = time.monotonic()
         self.conn.begin()
         try:
-            for table in ("OrderLine", "Order"):
-                self._delete_stale(table, changes)
-            for table in ("City", "Product", "Customer", "Order", "OrderLine"):
-                self._upsert(table, changes)
-            for table in ("Customer", "Product", "City"):
-                self._delete_stale(table, changes)
+            if direct:
+                for table, _staging, columns, _pk in TABLES:
+                    path, count = files[table]
+                    self.load_tsv(f"{self.qdb}.{_q(table)}", columns, path, count,
+                                  f"table {table}")
+            else:
+                for table in ("OrderLine", "Order"):
+                    self._delete_stale(table, changes)
+                for table in ("City", "Product", "Customer", "Order", "OrderLine"):
+                    self._upsert(table, changes)
+                for table in ("Customer", "Product", "City"):
+                    self._delete_stale(table, changes)
             totals = {k: sum(c[k] for c in changes.values())
                       for k in ("inserted", "updated", "deleted")}
             self.sql("INSERT INTO {etl}.etl_run (target_db, etl_version, started_at, "
@@ -378,24 +411,23 @@ class Runner:
                      (self.db, ETL_VERSION, started_wall, totals["inserted"], totals["updated"],
                       totals["deleted"], round(time.time() - started_wall, 3)))
             run_id = self.cursor.lastrowid
-            self.cursor.executemany(
-                "INSERT INTO %s.etl_file (run_id, file_name, sha256, bytes, rows_read, "
-                "rows_loaded, rows_merged, rows_rejected, seconds) VALUES "
-                "(%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)" % self.qetl,
-                [(run_id, s.name, s.sha256, s.size, s.read, s.loaded, s.merged, s.rejected,
-                  round(s.seconds, 3)) for s in data.stats.values()])
-            for start in range(0, len(rejects), 5000):
-                self.cursor.executemany(
-                    "INSERT INTO %s.etl_reject (run_id, file_name, line_no, raw_text, reason) "
-                    "VALUES (%%s, %%s, %%s, %%s, %%s)" % self.qetl,
-                    [(run_id, name, line, raw, reason[:500])
-                     for name, line, raw, reason in rejects[start:start + 5000]])
+            self.sql("INSERT INTO {etl}.etl_file (run_id, file_name, sha256, bytes, rows_read, "
+                     "rows_loaded, rows_merged, rows_rejected, seconds) VALUES "
+                     + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(data.stats)),
+                     [value for s in data.stats.values()
+                      for value in (run_id, s.name, s.sha256, s.size, s.read, s.loaded,
+                                    s.merged, s.rejected, round(s.seconds, 3))])
+            if rejects:
+                path = os.path.join(workdir, "rejects.tsv")
+                count = write_tsv(path, ((name, line, raw, reason[:500])
+                                         for name, line, raw, reason in rejects))
+                self.load_tsv(f"{self.qetl}.etl_reject",
+                              ("file_name", "line_no", "raw_text", "reason"), path, count,
+                              "the reject table", extra=" SET run_id = %s", args=(run_id,))
             self.conn.commit()
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):  # connection lost: the server rolls back
                 self.conn.rollback()
-            except Exception:  # noqa: BLE001 - connection lost: the server rolls back
-                pass
             raise
         self.phase("apply", sum(c["inserted"] + c["updated"] + c["deleted"]
                                 for c in changes.values()) + len(rejects), started)
@@ -403,17 +435,22 @@ class Runner:
 
     def drop_staging(self) -> None:
         for _table, staging, _columns, _pk in TABLES:
-            self.cursor.execute("DROP TEMPORARY TABLE IF EXISTS %s.%s"
-                                % (self.staging_db, staging))
+            self.cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {self.staging_db}.{staging}")
 
     # ---------------------------------------------------------------- the run
+    def unchanged_result(self, last_id, last_files) -> dict:
+        files = {name: {"sha256": row[1], "read": row[2], "loaded": row[3], "merged": row[4],
+                        "rejected": row[5]} for name, row in last_files.items()}
+        return {"changed": False, "data_changed": False, "run_id": last_id, "files": files,
+                "tables": {}, "phases": self.phases, "city_conflicts": [], "rejects": [],
+                "msg": f"files unchanged since run {last_id}: nothing to do"}
+
     def run(self) -> dict:
         started_wall = time.time()
         t0 = time.monotonic()
         paths = self.paths()
-        hashes = {}
-        for key in etl_clean.FILE_ORDER:
-            hashes[etl_clean.FILES[key][0]] = etl_clean.sha256_file(paths[key])[0]
+        hashes = {etl_clean.FILES[key][0]: etl_clean.sha256_file(paths[key])[0]
+                  for key in etl_clean.FILE_ORDER}
         self.open()
         try:
             last_id, last_files = self.last_run()
@@ -421,59 +458,62 @@ class Runner:
                 name in last_files and last_files[name][1] == sha for name, sha in hashes.items())
             self.phase("fingerprint", len(hashes), t0)
             if unchanged and not self.params.get("force"):
-                files = {name: dict(sha256=row[1], read=row[2], loaded=row[3], merged=row[4],
-                                    rejected=row[5]) for name, row in last_files.items()}
-                return dict(changed=False, data_changed=False, run_id=last_id, files=files,
-                            tables={}, phases=self.phases, city_conflicts=[], rejects=[],
-                            msg="files unchanged since run %d: nothing to do" % last_id)
+                return self.unchanged_result(last_id, last_files)
             started = time.monotonic()
             data = etl_clean.extract(paths, self.column_limits())
             read = sum(s.read for s in data.stats.values())
             self.phase("extract", read, started)
-            rejects = []
-            for stats in data.stats.values():
-                for line, raw, reason in etl_clean.fetch_raw_lines(stats.path, stats.rejects):
-                    rejects.append((stats.name, line, raw, reason))
+            rejects = [(stats.name, line, raw, reason) for stats in data.stats.values()
+                       for line, raw, reason in etl_clean.fetch_raw_lines(stats.path,
+                                                                          stats.rejects)]
             if not self.check_mode:
                 self.ensure_audit()
+            direct = not self.check_mode and self.targets_empty()
             with tempfile.TemporaryDirectory(prefix="mariadb_csv_etl-") as workdir:
-                self.stage(data, workdir)
-            changes = self.diff()
-            data_changed = any(c["inserted"] or c["updated"] or c["deleted"]
-                               for c in changes.values())
-            run_id = None
-            if not self.check_mode:
-                run_id = self.apply(data, changes, started_wall, rejects)
-            self.drop_staging()
-            files = {s.name: s.as_dict() for s in data.stats.values()}
-            limit = int(self.params.get("reject_sample", 20))
-            return dict(
-                changed=True, data_changed=data_changed, run_id=run_id, files=files,
-                tables=changes, phases=self.phases, city_conflicts=data.city_conflicts,
-                rejects=[dict(file=n, line=ln, raw=r, reason=why)
-                         for n, ln, r, why in rejects[:limit]],
-                msg="%s: %d rows read, %d inserted, %d updated, %d deleted, %d rejected"
-                    % ("would load" if self.check_mode else "loaded", read,
-                       sum(c["inserted"] for c in changes.values()),
-                       sum(c["updated"] for c in changes.values()),
-                       sum(c["deleted"] for c in changes.values()), len(rejects)))
+                files = self.write_files(data, workdir)
+                if direct:
+                    changes = {table: {"rows_before": 0, "rows_after": files[table][1],
+                                       "inserted": files[table][1], "updated": 0, "deleted": 0}
+                               for table in TABLE_NAMES}
+                else:
+                    self.stage(files)
+                    changes = self.diff()
+                run_id = None
+                if not self.check_mode:
+                    run_id = self.apply(data, changes, rejects, started_wall=started_wall,
+                                        files=files, workdir=workdir, direct=direct)
+                if not direct:
+                    self.drop_staging()
         finally:
             self.close()
+        totals = {k: sum(c[k] for c in changes.values()) for k in ("inserted", "updated",
+                                                                    "deleted")}
+        limit = int(self.params.get("reject_sample", 20))
+        verb = "would load" if self.check_mode else "loaded"
+        return {
+            "changed": True, "data_changed": any(totals.values()), "run_id": run_id,
+            "files": {s.name: s.as_dict() for s in data.stats.values()},
+            "tables": changes, "phases": self.phases, "city_conflicts": data.city_conflicts,
+            "rejects": [{"file": n, "line": ln, "raw": r, "reason": why}
+                        for n, ln, r, why in rejects[:limit]],
+            "msg": (f"{verb}: {read} rows read, {totals['inserted']} inserted, "
+                    f"{totals['updated']} updated, {totals['deleted']} deleted, "
+                    f"{len(rejects)} rejected"),
+        }
 
 
 def run(params: dict, check_mode: bool = False, progress=None) -> dict:
-    """Run the ETL; raise EtlError (or etl_clean.EtlInputError) with a clear message on failure."""
+    """Run the ETL; raise EtlError with a clear message on any failure."""
     runner = Runner(params, check_mode=check_mode, progress=progress)
     try:
         return runner.run()
     except etl_clean.EtlInputError as error:
-        raise EtlError("%s; nothing was loaded" % error) from None
+        raise EtlError(f"{error}; nothing was loaded") from None
     except EtlError:
         raise
-    except Exception as error:  # pymysql errors: name the server and the cause
+    except Exception as error:
         if type(error).__module__.startswith("pymysql"):
-            raise EtlError("MariaDB error during the ETL (nothing was changed): %s"
-                           % (error,)) from None
+            raise EtlError(f"MariaDB error during the ETL, nothing was changed: {error}") from None
         raise
 
 
@@ -484,8 +524,7 @@ def diff_text(result: dict) -> dict:
         change = result.get("tables", {}).get(table)
         if not change:
             continue
-        before.append("%s: %d rows\n" % (table, change["rows_before"]))
-        after.append("%s: %d rows (+%d inserted, ~%d updated, -%d deleted)\n"
-                     % (table, change["rows_after"], change["inserted"], change["updated"],
-                        change["deleted"]))
-    return dict(before="".join(before), after="".join(after))
+        before.append(f"{table}: {change['rows_before']} rows\n")
+        after.append(f"{table}: {change['rows_after']} rows (+{change['inserted']} inserted, "
+                     f"~{change['updated']} updated, -{change['deleted']} deleted)\n")
+    return {"before": "".join(before), "after": "".join(after)}

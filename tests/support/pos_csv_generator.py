@@ -88,9 +88,9 @@ class _Out:
 
 def _dirty(rng: random.Random, value: str) -> str:
     if rng.random() < RATES["stray_quotes"]:
-        value = '"%s"' % value
+        value = f'"{value}"'
     if rng.random() < RATES["whitespace"]:
-        value = "  %s " % value
+        value = f"  {value} "
     return value
 
 
@@ -167,7 +167,7 @@ def generate(out: Path, orderlines: int, seed: int) -> dict:
         elif customer["bad"] == "birthdate":
             fields[9] = "%d/%d/%d" % (rng.randint(13, 19), rng.randint(1, 28), year)
         elif customer["bad"] == "zip":
-            fields[5] = "Z%s" % zip5
+            fields[5] = f"Z{zip5}"
         line = out_c.row(fields)
         expect["customers.csv"]["read"] += 1
         if customer["bad"]:
@@ -190,14 +190,14 @@ def generate(out: Path, orderlines: int, seed: int) -> dict:
         price = "%d.%02d" % divmod(cents, 100)
         draw = rng.random()
         if draw < RATES["price_dollar"]:
-            price = "$" + "{:,}".format(cents // 100) + ".%02d" % (cents % 100)
+            price = "$" + f"{cents // 100:,}" + ".%02d" % (cents % 100)
         elif draw < RATES["price_dollar"] + RATES["price_quoted"]:
-            price = '"$%s"' % price
+            price = f'"${price}"'
         bad = rng.random() < RATES["bad_price"]
         if bad:
             price = rng.choice(["N/A", "12.3.4", "$-", "free"])
         quantity = rng.randint(0, 5000)
-        qty_text = "{:,}".format(quantity) if quantity >= 1000 and rng.random() < 0.3 \
+        qty_text = f"{quantity:,}" if quantity >= 1000 and rng.random() < 0.3 \
             else str(quantity)
         name = _dirty(rng, "%s %s %d" % (rng.choice(WORDS), rng.choice(WORDS), pid))
         line = out_p.row([str(pid), name, price, qty_text])
