@@ -215,7 +215,8 @@ class Runner:
             "login_user", "login_password", "login_host", "login_port", "login_unix_socket",
             "connect_timeout") if key in self.params}
         try:
-            self.conn = connect(local_infile=True, **conn_params)
+            # default database: multi-table DELETE resolves its aliases against it
+            self.conn = connect(local_infile=True, database=self.db, **conn_params)
         except ConnectionError_ as error:
             raise EtlError(str(error)) from None
         self.conn.autocommit(True)  # explicit transaction for the apply phase only
