@@ -8,6 +8,7 @@ gives it fake credentials, hides the user's ~/.aws files and disables the EC2 me
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -77,8 +78,6 @@ class MotoServer:
 
 def write_public_key(directory: Path) -> Path:
     """A syntactically valid OpenSSH ed25519 public key (EC2 only parses it, moto too)."""
-    import base64
-
     blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + os.urandom(32)
     path = directory / "id_ed25519.pub"
     path.write_text(f"ssh-ed25519 {base64.b64encode(blob).decode()} test@example\n")
