@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS MaterializedView (
     row_count         BIGINT UNSIGNED NULL,
     CONSTRAINT MaterializedView_mv_table_pk PRIMARY KEY (mv_table),
     CONSTRAINT MaterializedView_mv_table_chk CHECK (mv_table REGEXP '^[A-Za-z][A-Za-z0-9_]*$'),
-    CONSTRAINT MaterializedView_source_view_chk CHECK (source_view REGEXP '^[A-Za-z][A-Za-z0-9_]*$'),
+    CONSTRAINT MaterializedView_source_view_chk
+        CHECK (source_view REGEXP '^[A-Za-z][A-Za-z0-9_]*$'),
     CONSTRAINT MaterializedView_last_refresh_mode_chk
         CHECK (last_refresh_mode IS NULL OR last_refresh_mode IN ('full', 'incremental'))
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

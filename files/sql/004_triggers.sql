@@ -178,7 +178,10 @@ trg: BEGIN
     IF NOT (NEW.customer_id <=> OLD.customer_id AND NEW.date_placed <=> OLD.date_placed
             AND NEW.order_id <=> OLD.order_id) THEN
         CALL log_change(OLD.customer_id, NULL, DATE(OLD.date_placed));
-        CALL log_change(NEW.customer_id, NULL, DATE(NEW.date_placed));
+        IF NOT (NEW.customer_id <=> OLD.customer_id
+                AND DATE(NEW.date_placed) <=> DATE(OLD.date_placed)) THEN
+            CALL log_change(NEW.customer_id, NULL, DATE(NEW.date_placed));
+        END IF;
     END IF;
 END //
 
@@ -206,7 +209,9 @@ trg: BEGIN
     IF NOT (NEW.customer_id <=> OLD.customer_id AND NEW.first_name <=> OLD.first_name
             AND NEW.last_name <=> OLD.last_name AND NEW.email <=> OLD.email) THEN
         CALL log_change(OLD.customer_id, NULL, NULL);
-        CALL log_change(NEW.customer_id, NULL, NULL);
+        IF NEW.customer_id <> OLD.customer_id THEN
+            CALL log_change(NEW.customer_id, NULL, NULL);
+        END IF;
     END IF;
 END //
 

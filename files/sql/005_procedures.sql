@@ -134,7 +134,8 @@ BEGIN
     CREATE OR REPLACE TEMPORARY TABLE pos_mv_consumed ENGINE=InnoDB AS
         SELECT change_id FROM ChangeLog WHERE mv_table = p_mv_table;
 
-    SET @pos_mv_sql = CONCAT('DROP TABLE IF EXISTS `', p_mv_table, '__shadow`, `', p_mv_table, '__old`');
+    SET @pos_mv_sql = CONCAT('DROP TABLE IF EXISTS `', p_mv_table, '__shadow`, `',
+                             p_mv_table, '__old`');
     PREPARE pos_mv_stmt FROM @pos_mv_sql;
     EXECUTE pos_mv_stmt;
     SET @pos_mv_sql = CONCAT('CREATE TABLE `', p_mv_table, '__shadow` LIKE `', p_mv_table, '`');

@@ -1,0 +1,262 @@
+"""mariadb_view_refresh logic (module_utils/mariadb_pos/view_refresh.py) against a real server."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+
+import pymysql
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mariadb_pos.view_refresh import ViewRefreshError, refresh
+from tests.test_schema_helpers import create_schema, rows, scalar, seed
+
+DB = "pos_t_refresh"
+MVS = {"ProductBuyersMV": ("ProductBuyers", "product_id, customer_id"),
+       "CustomerPurchasesMV": ("CustomerPurchases", "customer_id"),
+       "DailySalesMV": ("DailySales", "sale_date")}
+START = datetime.datetime(2024, 3, 1, 9, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def server_db(mariadb_server):
+    create_schema(mariadb_server, DB)
+    conn = mariadb_server.connect(database=DB)
+    seed(conn, customers=8, products=6, stock=100000)
+    with conn.cursor() as cur:
+        for order_id in range(1, 41):
+            cur.execute("INSERT INTO `Order` (order_id, customer_id, date_placed) "
+                        "VALUES (%s, %s, %s)", (order_id, 1 + order_id % 8,
+                                               START + datetime.timedelta(hours=13 * order_id)))
+            for product_id in {1 + order_id % 6, 1 + (order_id * 7) % 6}:
+                cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) "
+                            "VALUES (%s, %s, %s)", (order_id, product_id, 1 + order_id % 4))
+    yield mariadb_server, conn
+    conn.close()
+
+
+@pytest.fixture()
+def db(server_db):
+    return server_db[1]
+
+
+def fresh(mariadb_server):
+    return mariadb_server.connect(database=DB)
+
+
+def do_refresh(mariadb_server, table, **kwargs):
+    conn = fresh(mariadb_server)
+    try:
+        return refresh(conn, DB, table, **kwargs)
+    finally:
+        conn.close()
+
+
+def assert_equal_to_view(conn, table):
+    view, order = MVS[table]
+    assert rows(conn, f"SELECT * FROM {table} ORDER BY {order}") == rows(
+        conn, f"SELECT * FROM {view} ORDER BY {order}"), table
+
+
+@pytest.mark.parametrize("table", sorted(MVS))
+def test_full_refresh_equals_a_fresh_select_and_is_idempotent(server_db, table):
+    server, conn = server_db
+    first = do_refresh(server, table, mode="full")
+    assert first["mode"] == "full" and first["rows"] > 0 and first["duration"] >= 0
+    assert_equal_to_view(conn, table)
+    again = do_refresh(server, table, mode="full")
+    assert again["changed"] is False and again["rows"] == first["rows"]
+    assert scalar(conn, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND TABLE_NAME LIKE %s", (DB, table + "\\_\\_%")) == 0
+    assert scalar(conn, "SELECT COUNT(*) FROM ChangeLog WHERE mv_table = %s", (table,)) == 0
+    assert rows(conn, "SELECT last_refresh_mode, row_count FROM MaterializedView "
+                      "WHERE mv_table = %s", (table,)) == [("full", first["rows"])]
+
+
+def test_check_mode_reports_the_change_and_writes_nothing(server_db):
+    server, conn = server_db
+    do_refresh(server, "CustomerPurchasesMV", mode="full")
+    with conn.cursor() as cur:
+        cur.execute("UPDATE OrderLine SET quantity = quantity + 1 WHERE order_id = 3")
+    snapshot = rows(conn, "SELECT * FROM CustomerPurchasesMV ORDER BY customer_id")
+    log = rows(conn, "SELECT change_id FROM ChangeLog WHERE mv_table = 'CustomerPurchasesMV'")
+    for mode in ("incremental", "full"):
+        result = do_refresh(server, "CustomerPurchasesMV", mode=mode, check_mode=True)
+        assert result["changed"] is True and result["mode"] == mode
+        assert rows(conn, "SELECT * FROM CustomerPurchasesMV ORDER BY customer_id") == snapshot
+        assert rows(conn, "SELECT change_id FROM ChangeLog "
+                          "WHERE mv_table = 'CustomerPurchasesMV'") == log
+    result = do_refresh(server, "CustomerPurchasesMV")
+    assert (result["changed"], result["mode"], result["updated"]) == (True, "incremental", 1)
+    assert_equal_to_view(conn, "CustomerPurchasesMV")
+
+
+def test_incremental_reports_unchanged_when_a_change_was_undone(server_db):
+    server, conn = server_db
+    do_refresh(server, "ProductBuyersMV", mode="full")
+    with conn.cursor() as cur:
+        cur.execute("UPDATE Customer SET last_name = 'Temporary' WHERE customer_id = 2")
+        cur.execute("UPDATE Customer SET last_name = 'Last2' WHERE customer_id = 2")
+    result = do_refresh(server, "ProductBuyersMV")
+    assert result["changed"] is False and result["consumed_changes"] == 2
+    assert scalar(conn, "SELECT COUNT(*) FROM ChangeLog WHERE mv_table = 'ProductBuyersMV'") == 0
+
+
+def test_incremental_takes_extra_keys_from_an_etl_delta(server_db):
+    server, conn = server_db
+    do_refresh(server, "CustomerPurchasesMV", mode="full")
+    with conn.cursor() as cur:
+        cur.execute("SET @pos_bulk_load = 1")  # bypasses the ChangeLog, as the ETL does
+        cur.execute("UPDATE Customer SET email = 'etl@example.com' WHERE customer_id = 4")
+        cur.execute("SET @pos_bulk_load = NULL")
+    assert do_refresh(server, "CustomerPurchasesMV")["changed"] is False
+    result = do_refresh(server, "CustomerPurchasesMV", keys={"customer_id": [4]})
+    assert result["changed"] is True and result["updated"] == 1
+    assert_equal_to_view(conn, "CustomerPurchasesMV")
+    with pytest.raises(ViewRefreshError, match="'product_id' is not a key column"):
+        do_refresh(server, "CustomerPurchasesMV", keys={"product_id": [1]})
+
+
+# One random change: (kind, a, b, c) interpreted against the current rows.
+CHANGE = st.tuples(st.sampled_from(["order", "quantity", "delete_line", "move_order",
+                                    "redate_order", "rename_product", "rename_customer",
+                                    "delete_order", "new_customer", "add_line"]),
+                   st.integers(0, 10 ** 6), st.integers(0, 10 ** 6), st.integers(1, 5))
+
+
+def apply_change(conn, change):
+    kind, a, b, c = change
+    with conn.cursor() as cur:
+        orders = [r[0] for r in rows(conn, "SELECT order_id FROM `Order` ORDER BY order_id")]
+        customers = [r[0] for r in rows(conn, "SELECT customer_id FROM Customer "
+                                              "ORDER BY customer_id")]
+        lines = rows(conn, "SELECT order_id, product_id FROM OrderLine ORDER BY 1, 2")
+        if kind == "order":
+            cur.execute("CALL place_order(%s, %s, @o)", (
+                customers[a % len(customers)],
+                '[{"product_id": %d, "quantity": %d}]' % (1 + b % 6, c)))
+        elif kind == "add_line" and orders:
+            order_id, product_id = orders[a % len(orders)], 1 + b % 6
+            if (order_id, product_id) not in lines:
+                cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) "
+                            "VALUES (%s, %s, %s)", (order_id, product_id, c))
+        elif kind == "quantity" and lines:
+            cur.execute("UPDATE OrderLine SET quantity = %s WHERE order_id = %s "
+                        "AND product_id = %s", (c, *lines[a % len(lines)]))
+        elif kind == "delete_line" and lines:
+            cur.execute("DELETE FROM OrderLine WHERE order_id = %s AND product_id = %s",
+                        lines[a % len(lines)])
+        elif kind == "move_order" and orders:
+            cur.execute("UPDATE `Order` SET customer_id = %s WHERE order_id = %s",
+                        (customers[b % len(customers)], orders[a % len(orders)]))
+        elif kind == "redate_order" and orders:
+            cur.execute("UPDATE `Order` SET date_placed = %s WHERE order_id = %s",
+                        (START + datetime.timedelta(hours=b % 2000), orders[a % len(orders)]))
+        elif kind == "rename_product":
+            cur.execute("UPDATE Product SET name = %s WHERE product_id = %s",
+                        (f"Product {b % 4}", 1 + a % 6))
+        elif kind == "rename_customer":
+            cur.execute("UPDATE Customer SET first_name = %s, email = %s WHERE customer_id = %s",
+                        (f"Name{b % 3}", f"e{b % 3}@example.com", customers[a % len(customers)]))
+        elif kind == "delete_order" and orders:
+            order_id = orders[a % len(orders)]
+            cur.execute("DELETE FROM OrderLine WHERE order_id = %s", (order_id,))
+            cur.execute("DELETE FROM `Order` WHERE order_id = %s", (order_id,))
+        elif kind == "new_customer":
+            cur.execute("INSERT INTO Customer (first_name, last_name, email, address_line1, zip) "
+                        "VALUES (%s, 'New', %s, 'street', '02134')", (f"N{a}", f"n{a}@x.org"))
+
+
+@settings(max_examples=25, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(changes=st.lists(CHANGE, min_size=1, max_size=8))
+def test_incremental_refresh_equals_full_after_random_changes(server_db, changes):
+    server, conn = server_db
+    for table in MVS:
+        do_refresh(server, table, mode="full")
+    for change in changes:
+        apply_change(conn, change)
+    for table in MVS:
+        result = do_refresh(server, table, mode="incremental")
+        assert result["mode"] == "incremental"
+        assert_equal_to_view(conn, table)
+        assert do_refresh(server, table)["changed"] is False
+
+
+def test_a_reader_never_sees_a_missing_or_empty_table_during_full_refreshes(server_db):
+    server, conn = server_db
+    with conn.cursor() as cur:  # a few thousand rows so each rebuild takes a while
+        cur.execute("SET @pos_bulk_load = 1")
+        cur.executemany("INSERT INTO Customer (customer_id, first_name, last_name, email, "
+                        "address_line1, zip) VALUES (%s, 'Bulk', 'Reader', 'b@x.org', 's', "
+                        "'02134')", [(i,) for i in range(1000, 4000)])
+        cur.executemany("INSERT INTO `Order` (order_id, customer_id, date_placed) "
+                        "VALUES (%s, %s, '2024-06-01')", [(i, i) for i in range(1000, 4000)])
+        cur.executemany("INSERT INTO OrderLine VALUES (%s, %s, 1, 2.00)",
+                        [(i, p) for i in range(1000, 4000) for p in (1, 2)])
+        cur.execute("SET @pos_bulk_load = NULL")
+    do_refresh(server, "ProductBuyersMV", mode="full")
+    minimum = scalar(conn, "SELECT COUNT(*) FROM ProductBuyersMV")
+    stop, seen, errors = threading.Event(), [], []
+
+    def reader():
+        reader_conn = fresh(server)
+        try:
+            while not stop.is_set():
+                try:
+                    seen.append(scalar(reader_conn, "SELECT COUNT(*) FROM ProductBuyersMV"))
+                except pymysql.MySQLError as error:  # e.g. 1146 table doesn't exist
+                    errors.append(error)
+        finally:
+            reader_conn.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        swaps = 0
+        for round_ in range(6):
+            with conn.cursor() as cur:  # a real change, so every refresh swaps
+                cur.execute("UPDATE Product SET name = %s WHERE product_id = 1",
+                            (f"Swap {round_}",))
+            swaps += do_refresh(server, "ProductBuyersMV", mode="full")["changed"]
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join()
+    assert swaps == 6
+    assert errors == []
+    assert len(seen) > 20 and min(seen) >= minimum
+    assert_equal_to_view(conn, "ProductBuyersMV")
+
+
+@pytest.mark.parametrize("table, kwargs, message", [
+    ("ProductBuyersMV`; DROP TABLE Customer; --", {}, "invalid table name"),
+    ("Customer", {}, "is not registered"),
+    ("NoSuchMV", {}, "does not exist"),
+    ("ProductBuyersMV", {"view": "NoSuchView"}, "source view pos_t_refresh.NoSuchView"),
+    ("ProductBuyersMV", {"view": "DailySales"}, "lacks the column(s) product_id"),
+    ("ProductBuyersMV", {"key_columns": ["order_count"]}, "'order_count' is not a column of"),
+    ("ProductBuyersMV", {"mode": "partial"}, "mode must be one of"),
+])
+def test_bad_arguments_give_a_clear_error_and_change_nothing(server_db, table, kwargs, message):
+    server, conn = server_db
+    with pytest.raises(ViewRefreshError) as error:
+        do_refresh(server, table, **kwargs)
+    assert message in str(error.value)
+    assert scalar(conn, "SELECT COUNT(*) FROM Customer") > 0
+
+
+def test_a_refresh_waits_for_the_lock_of_a_running_one(server_db):
+    server, _conn = server_db
+    holder = fresh(server)
+    try:
+        assert scalar(holder, "SELECT GET_LOCK(%s, 1)",
+                      (f"pos_mv_refresh:{DB}.DailySalesMV",)) == 1
+        with pytest.raises(ViewRefreshError, match="still holds the lock"):
+            do_refresh(server, "DailySalesMV", lock_timeout=1)
+    finally:
+        holder.close()
+    assert do_refresh(server, "DailySalesMV")["mode"] in ("full", "incremental")
