@@ -19,6 +19,7 @@ from mariadb_pos.etl_clean import (
     clean_zip,
 )
 
+from tests.support.pos_csv_generator import generate
 from tests.test_etl_support import write_files
 
 
@@ -179,8 +180,6 @@ def test_binary_and_non_utf8_files_are_refused(tmp_path):
 
 def test_generator_manifest_matches_extract(tmp_path):
     """The seeded generator's independent expectations agree with the cleaner's accounting."""
-    from tests.support.pos_csv_generator import generate
-
     manifest = generate(tmp_path, 3000, seed=11)
     data = extract(tmp_path)
     for item in data.stats.values():

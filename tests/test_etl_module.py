@@ -7,10 +7,13 @@ import json
 from decimal import Decimal
 
 import pytest
+import yaml  # shipped with ansible-core
 from mariadb_pos import etl
 
 from tests.support.pos_csv_generator import generate
-from tests.test_etl_support import new_target, target, write_files  # noqa: F401
+from tests.test_etl_support import REPO_ROOT, new_target, target_fixture, write_files
+
+__all__ = ["target_fixture"]  # the `target` fixture
 
 CUSTOMERS = [
     # BOM + CRLF come from write_files(bom=True, newline="\r\n")
@@ -325,10 +328,6 @@ def test_bad_files_fail_clearly_and_load_nothing(target, tmp_path, case):
 
 
 def test_module_documentation_parses():
-    import yaml  # shipped with ansible-core
-
-    from tests.test_etl_support import REPO_ROOT
-
     source = (REPO_ROOT / "library" / "mariadb_csv_etl.py").read_text()
     namespace = {}
     for name in ("DOCUMENTATION", "EXAMPLES", "RETURN"):

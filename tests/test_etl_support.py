@@ -17,8 +17,8 @@ _counter = itertools.count(1)
 
 def load_schema(server, database: str) -> None:
     """Apply files/sql/*.sql, in order, to a fresh database (the files name no database)."""
-    server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` CHARACTER SET utf8mb4 "
-                  "COLLATE utf8mb4_unicode_ci")
+    server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` "
+                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
         server.client(file=path, database=database)
 
@@ -63,20 +63,22 @@ class EtlTarget:
 
 
 def new_target(server) -> EtlTarget:
-    target = EtlTarget(server, "etl_t%d" % next(_counter))
+    target = EtlTarget(server, f"etl_t{next(_counter)}")
     load_schema(server, target.db)
     server.client(f"DROP DATABASE IF EXISTS `{target.etl_db}`; CREATE DATABASE `{target.etl_db}`")
     return target
 
 
-@pytest.fixture
-def target(mariadb_server):
+@pytest.fixture(name="target")
+def target_fixture(mariadb_server):
+    """A fresh POS database (files/sql applied) and ETL database; import it as a fixture."""
     target = new_target(mariadb_server)
     yield target
-    mariadb_server.client(f"DROP DATABASE IF EXISTS `{target.db}`; DROP DATABASE IF EXISTS `{target.etl_db}`")
+    mariadb_server.client(f"DROP DATABASE IF EXISTS `{target.db}`; "
+                          f"DROP DATABASE IF EXISTS `{target.etl_db}`")
 
 
-def write_files(folder: Path, customers=None, products=None, orders=None, orderlines=None,
+def write_files(folder: Path, *, customers=None, products=None, orders=None, orderlines=None,
                 newline: str = "\n", bom: bool = False) -> Path:
     """Write the four files from lists of raw CSV lines (header added unless given)."""
     folder.mkdir(parents=True, exist_ok=True)

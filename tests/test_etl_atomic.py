@@ -1,0 +1,127 @@
+"""Atomicity of mariadb_csv_etl: kill -9 of the module process, or of the server, in the middle
+of the load transaction leaves the previous data intact, and a rerun ends in the same table
+contents as an uninterrupted load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mariadb_pos import etl
+
+from tests.support.mariadb_instance import MariaDBInstance
+from tests.support.pos_csv_generator import generate
+from tests.test_etl_support import REPO_ROOT, new_target
+
+RUNNER = ("import json, sys; sys.path[:0] = [sys.argv[2], sys.argv[2] + '/module_utils']; "
+          "from mariadb_pos import etl; etl.run(json.loads(sys.argv[1]))")
+
+
+def start_etl(params: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(params), str(REPO_ROOT)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_orderline_load(server, database: str, process, timeout: float = 120) -> str:
+    """Block until the ETL is loading OrderLine: the last statement of its load transaction,
+    after the other tables' rows were written in the same transaction."""
+    conn = server.connect()
+    patterns = (f"%INTO TABLE `{database}`.`OrderLine`%", f"INSERT INTO `{database}`.`OrderLine`%")
+    try:
+        deadline = time.monotonic() + timeout
+        with conn.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT INFO FROM information_schema.PROCESSLIST "
+                               "WHERE INFO LIKE %s OR INFO LIKE %s", patterns)
+                row = cursor.fetchone()
+                if row:
+                    return row[0]
+                if process.poll() is not None:
+                    pytest.fail("the ETL finished before its transaction was caught: "
+                                + process.stderr.read().decode()[-2000:])
+                time.sleep(0.001)
+    finally:
+        conn.close()
+    pytest.fail("the ETL never loaded OrderLine")
+    return ""
+
+
+def wait_until_rolled_back(server, timeout: float = 120) -> None:
+    conn = server.connect()
+    try:
+        deadline = time.monotonic() + timeout
+        with conn.cursor() as cursor:
+            while time.monotonic() < deadline:
+                # INNODB_TRX is a cache refreshed when read after more than 0.1 s
+                time.sleep(0.15)
+                cursor.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX")
+                if cursor.fetchone()[0] == 0:
+                    return
+    finally:
+        conn.close()
+    pytest.fail("the killed ETL's transaction was not rolled back")
+
+
+def last_run_id(tgt):
+    if not tgt.query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                     "AND TABLE_NAME = 'etl_run'", (tgt.etl_db,))[0][0]:
+        return None
+    return tgt.query(f"SELECT MAX(run_id) FROM `{tgt.etl_db}`.etl_run")[0][0]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("atomic")
+    generate(base / "a", 20_000, seed=21)
+    generate(base / "b", 60_000, seed=22)
+    return base / "a", base / "b"
+
+
+@pytest.mark.parametrize("previous", ["empty", "loaded"])
+def test_kill_module_process_mid_load(mariadb_server, datasets, previous):
+    files_a, files_b = datasets
+    tgt = new_target(mariadb_server)
+    if previous == "loaded":
+        etl.run(tgt.params(files_a))
+    before, run_before = tgt.checksums(), last_run_id(tgt)
+    process = start_etl(tgt.params(files_b))
+    statement = wait_for_orderline_load(mariadb_server, tgt.db, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    wait_until_rolled_back(mariadb_server)
+    assert "OrderLine" in statement
+    assert tgt.checksums() == before  # previous data intact
+    assert last_run_id(tgt) == run_before  # and the audit says so
+    result = etl.run(tgt.params(files_b))
+    assert result["changed"] and result["data_changed"]
+    fresh = new_target(mariadb_server)
+    etl.run(fresh.params(files_b))
+    assert tgt.checksums() == fresh.checksums()
+    assert not etl.run(tgt.params(files_b))["changed"]
+
+
+def test_server_killed_mid_load_then_restarted(datasets):
+    files_a, files_b = datasets
+    with MariaDBInstance() as server:
+        tgt = new_target(server)
+        etl.run(tgt.params(files_a))
+        before, run_before = tgt.checksums(), last_run_id(tgt)
+        process = start_etl(tgt.params(files_b))
+        wait_for_orderline_load(server, tgt.db, process)
+        server.kill()
+        process.wait(timeout=60)
+        assert process.returncode != 0
+        server.start()
+        wait_until_rolled_back(server)
+        assert tgt.checksums() == before
+        assert last_run_id(tgt) == run_before
+        etl.run(tgt.params(files_b))
+        fresh = new_target(server)
+        etl.run(fresh.params(files_b))
+        assert tgt.checksums() == fresh.checksums()
