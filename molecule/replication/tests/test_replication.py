@@ -120,8 +120,9 @@ def test_gtid_current_pos_is_equal_on_all_hosts(verify_db):
 
 
 def _write_rows(first, count):
-    sql(PRIMARY, "INSERT INTO lab_verify.probe (token) "
-                 f"SELECT CONCAT('restart-', seq) FROM seq_{first}_to_{first + count - 1}")
+    sql(PRIMARY, "INSERT INTO probe (token) "
+                 f"SELECT CONCAT('restart-', seq) FROM seq_{first}_to_{first + count - 1}",
+        database="lab_verify")
 
 
 def _assert_no_gap():
