@@ -37,7 +37,8 @@ def wait_for_orderline_load(server, database: str, process, timeout: float = 120
         with conn.cursor() as cursor:
             while time.monotonic() < deadline:
                 cursor.execute("SELECT INFO FROM information_schema.PROCESSLIST "
-                               "WHERE INFO LIKE %s OR INFO LIKE %s", patterns)
+                               "WHERE ID <> CONNECTION_ID() AND (INFO LIKE %s OR INFO LIKE %s)",
+                               patterns)
                 row = cursor.fetchone()
                 if row:
                     return row[0]
