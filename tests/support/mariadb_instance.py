@@ -30,7 +30,8 @@ def _free_port() -> int:
 
 def _find_binary(*names: str) -> str:
     for name in names:
-        path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+        # /usr/sbin is not on every user's PATH.
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
         if path:
             return path
     raise RuntimeError(

@@ -35,7 +35,7 @@ def test_config_file_is_applied(host):
     assert variable(host, "gtid_strict_mode") == "1"
     assert variable(host, "log_slave_updates") == "1"
     assert variable(host, "character_set_server") == "utf8mb4"
-    assert variable(host, "bind_address") == "0.0.0.0"
+    assert variable(host, "bind_address") == "0.0.0.0"  # noqa: S104 - replicas connect
     assert variable(host, "local_infile") == "1"
     assert variable(host, "read_only") == "0"
     assert int(variable(host, "binlog_expire_logs_seconds")) == 7 * 86400

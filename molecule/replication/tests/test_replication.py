@@ -87,8 +87,8 @@ def test_row_written_on_primary_is_on_every_replica_within_seconds(verify_db):
     deadline = time.monotonic() + 10
     missing = set(ALL_REPLICAS)
     while missing and time.monotonic() < deadline:
-        missing = {r for r in missing
-                   if value(r, f"SELECT COUNT(*) FROM lab_verify.probe WHERE token = '{token}'") != "1"}
+        query = f"SELECT COUNT(*) FROM lab_verify.probe WHERE token = '{token}'"
+        missing = {r for r in missing if value(r, query) != "1"}
         time.sleep(0.2)
     assert not missing, f"row not replicated to {sorted(missing)} within 10 s"
 
@@ -106,7 +106,7 @@ def test_ordinary_account_cannot_write_on_a_replica(verify_db):
         attempt = host(replica).run(
             "mariadb -h 127.0.0.1 -u verify_app -p%s lab_verify -e %s", password,
             "INSERT INTO probe (token) VALUES ('must-fail')")
-        # ...but is refused on every replica with the read-only error (ER_OPTION_PREVENTS_STATEMENT).
+        # ...but is refused on every replica: ER_OPTION_PREVENTS_STATEMENT (read-only).
         assert attempt.rc != 0
         assert "ERROR 1290" in attempt.stderr and "read-only" in attempt.stderr, attempt.stderr
     sql(PRIMARY, "DROP USER verify_app@'%'")
