@@ -385,12 +385,19 @@ def test_teardown_removes_only_this_clusters_resources(moto, clusters):
     assert sorted(i["InstanceId"] for i in instances(ec2, "bob")) == bob_before
     assert len(security_groups(ec2, "bob")) == 1 and len(key_pairs(ec2, "bob")) == 1
 
-    again = teardown(moto, "alice")
+    # a second teardown of alice changes nothing; bob goes at the same time
+    runs = {}
+    threads = [threading.Thread(target=lambda n=n: runs.__setitem__(n, teardown(moto, n)))
+               for n in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    again, gone = runs["alice"], runs["bob"]
     assert again.rc == 0, again.failures
     assert again.changed == 0
-
-    gone = teardown(moto, "bob")
     assert gone.rc == 0, gone.failures
+    assert gone.changed >= 3
     assert instances(ec2, "bob") == [] and security_groups(ec2, "bob") == []
     assert key_pairs(ec2, "bob") == []
     assert untagged_resources(ec2) == []
