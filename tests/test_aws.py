@@ -50,7 +50,7 @@ def _failures(report: dict) -> list[str]:
 
 
 def run_playbook(moto: MotoServer, playbook: str, cluster: str, credentials: bool = True,
-                 **extra_vars) -> Run:
+                 check: bool = False, **extra_vars) -> Run:
     env = moto.env(
         credentials=credentials,
         POS_CLUSTER_NAME=cluster,
@@ -60,7 +60,7 @@ def run_playbook(moto: MotoServer, playbook: str, cluster: str, credentials: boo
     )
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", f"playbooks/{playbook}",
-         "-e", json.dumps(extra_vars)],
+         "-e", json.dumps(extra_vars), *(["--check"] if check else [])],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     try:
@@ -352,6 +352,19 @@ def test_bad_input_fails_clearly_and_creates_nothing(moto, clusters, pubkey, cas
     assert security_groups(ec2, cluster) == []
     assert key_pairs(ec2, cluster) == []
     assert not [k for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"] == cluster]
+    assert untagged_resources(ec2) == []
+
+
+def test_check_mode_on_a_new_cluster_creates_nothing(moto, clusters, pubkey):
+    ec2 = moto.client()
+    run = run_playbook(moto, "provision_aws.yml", "dave", check=True,
+                       aws_cluster_ssh_public_key_file=str(pubkey),
+                       aws_cluster_admin_cidr=ADMIN_CIDR, aws_cluster_ami_owner=MOTO_ACCOUNT,
+                       aws_cluster_wait_for_ssh=False)
+    assert run.rc == 0, run.failures
+    assert run.changed >= 3  # key pair, security group, instances would be created
+    assert instances(ec2, "dave") == []
+    assert security_groups(ec2, "dave") == [] and key_pairs(ec2, "dave") == []
     assert untagged_resources(ec2) == []
 
 
