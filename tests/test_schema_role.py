@@ -1,0 +1,223 @@
+"""roles/pos_schema and the mariadb_view_refresh module through Ansible, against the test server.
+
+The playbook playbooks/pos_schema.yml runs on localhost (connection local) as the primary, with
+the fixture's socket; it must report changed=0 the second time, apply a new migration in place
+without losing rows, refuse an edited migration, and leave three accounts that can do exactly
+what they need.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tests.test_schema_helpers import REPO_ROOT, SQL_DIR, rows, scalar
+
+DB, ETL_DB = "pos_t_role", "pos_etl_t_role"
+USERS = {"app": "t_role_app", "report": "t_role_report", "etl": "t_role_etl"}
+ANSIBLE = Path(sys.executable).parent
+
+
+def recap_changed(output: str) -> int:
+    match = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+).*failed=(\d+)", output)
+    assert match, output[-3000:]
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def lab(mariadb_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pos_role")
+    sql_dir = tmp / "sql"
+    shutil.copytree(SQL_DIR, sql_dir, ignore=shutil.ignore_patterns("examples"))
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(
+        "all:\n  children:\n    primary:\n      hosts:\n        localhost:\n"
+        "          ansible_connection: local\n"
+        f"          ansible_python_interpreter: {sys.executable}\n"
+        "          ansible_become: false\n")
+    passwords = {k: secrets.token_urlsafe(18) for k in USERS}
+    extra = tmp / "vars.json"
+    extra.write_text(json.dumps({
+        "pos_schema_database": DB, "pos_schema_etl_database": ETL_DB,
+        "pos_schema_login_unix_socket": mariadb_server.socket,
+        "pos_schema_sql_dir": str(sql_dir), "pos_schema_remote_dir": str(tmp / "remote"),
+        "pos_schema_app_user": USERS["app"], "pos_schema_report_user": USERS["report"],
+        "pos_schema_etl_user": USERS["etl"],
+        **{f"pos_schema_{k}_password": v for k, v in passwords.items()}}))
+    extra.chmod(0o600)
+    mariadb_server.client(f"DROP DATABASE IF EXISTS {DB}; DROP DATABASE IF EXISTS {ETL_DB}")
+
+    def playbook(*args):
+        return subprocess.run(
+            [str(ANSIBLE / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra}",
+             "playbooks/pos_schema.yml", *args],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+    def adhoc(module_args, *args):
+        result = subprocess.run(
+            [str(ANSIBLE / "ansible"), "localhost", "-i", str(inventory), "-o",
+             "-m", "mariadb_view_refresh", "-a", json.dumps(module_args), *args],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout.split("=>", 1)[1])
+
+    first = playbook()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    yield dict(server=mariadb_server, playbook=playbook, adhoc=adhoc, first=first,
+               passwords=passwords, sql_dir=sql_dir)
+    for user in USERS.values():
+        mariadb_server.client(f"DROP USER IF EXISTS '{user}'@'%'")
+    mariadb_server.client(f"DROP DATABASE IF EXISTS {DB}; DROP DATABASE IF EXISTS {ETL_DB}")
+
+
+def root(lab):
+    return lab["server"].connect(database=DB)
+
+
+def as_user(lab, kind, database=DB):
+    return lab["server"].connect(user=USERS[kind], password=lab["passwords"][kind],
+                                 database=database)
+
+
+def test_first_run_applies_every_file_and_records_it(lab):
+    assert recap_changed(lab["first"].stdout) > 0
+    conn = root(lab)
+    recorded = rows(conn, "SELECT filename, sha256 FROM schema_version ORDER BY filename")
+    import hashlib
+    expected = [(p.name, hashlib.sha256(p.read_bytes()).hexdigest())
+                for p in sorted(lab["sql_dir"].glob("*.sql"))]
+    assert recorded == expected and len(recorded) >= 5
+    assert scalar(conn, "SELECT COUNT(*) FROM MaterializedView "
+                        "WHERE last_refresh_mode = 'full'") == 3
+    assert "pos_schema_app_password" not in lab["first"].stdout
+    assert lab["passwords"]["app"] not in lab["first"].stdout + lab["first"].stderr
+
+
+def test_second_run_changes_nothing(lab):
+    second = lab["playbook"]()
+    assert recap_changed(second.stdout) == 0, second.stdout[-3000:]
+
+
+def test_module_refreshes_after_data_changes_through_ansible(lab):
+    conn = root(lab)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO City VALUES ('00501', 'Holtsville', 'NY')")
+        cur.execute("INSERT INTO Customer (customer_id, first_name, last_name, email, "
+                    "address_line1, birthdate, zip) VALUES (1, 'Ann', 'Lee', 'ann@example.com', "
+                    "'1 Road', '1980-02-03', '00501')")
+        cur.execute("INSERT INTO Product VALUES (1, 'Pen', 1.50, 100), (2, 'Ink', 4.00, 10)")
+        cur.execute("CALL place_order(1, '[{\"product_id\": 1, \"quantity\": 3}]', @o)")
+    for table in ("ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV"):
+        result = lab["adhoc"]({"name": table, "database": DB,
+                               "login_unix_socket": lab["server"].socket})
+        assert (result["changed"], result["mode"], result["rows"]) == (True, "incremental", 1)
+    assert rows(conn, "SELECT * FROM CustomerPurchasesMV") == rows(
+        conn, "SELECT * FROM CustomerPurchases")
+
+
+def test_module_check_mode_and_diff_through_ansible(lab):
+    conn = root(lab)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE Customer SET email = 'new@example.com' WHERE customer_id = 1")
+    args = {"name": "CustomerPurchasesMV", "database": DB,
+            "login_unix_socket": lab["server"].socket}
+    checked = lab["adhoc"](args, "--check", "--diff")
+    assert checked["changed"] is True and checked["mode"] == "incremental"
+    assert scalar(conn, "SELECT email FROM CustomerPurchasesMV") == "ann@example.com"
+    done = lab["adhoc"](args)
+    assert (done["changed"], done["rows"], done["updated"]) == (True, 1, 1)
+    assert done["duration"] >= 0
+    assert scalar(conn, "SELECT email FROM CustomerPurchasesMV") == "new@example.com"
+    assert lab["adhoc"]({**args, "mode": "full"})["changed"] is False
+
+
+def test_a_new_migration_upgrades_in_place_without_losing_rows(lab):
+    conn = root(lab)
+    before = rows(conn, "SELECT * FROM Customer")
+    (lab["sql_dir"] / "900_test_add_loyalty_points.sql").write_text(
+        "ALTER TABLE Customer ADD COLUMN IF NOT EXISTS loyalty_points INT NOT NULL DEFAULT 0;\n")
+    result = lab["playbook"]()
+    assert result.returncode == 0, result.stdout[-3000:]
+    imported = re.findall(r"TASK \[pos_schema : Import (\S+)\]", result.stdout)
+    assert imported == ["900_test_add_loyalty_points.sql"]  # only the new file
+    assert [r[:-1] for r in rows(conn, "SELECT * FROM Customer")] == list(before)
+    assert scalar(conn, "SELECT COUNT(*) FROM schema_version "
+                        "WHERE filename = '900_test_add_loyalty_points.sql'") == 1
+
+
+def test_an_edited_migration_is_refused_with_a_clear_message(lab):
+    path = lab["sql_dir"] / "002_views.sql"
+    path.write_text(path.read_text() + "\n-- edited after being applied\n")
+    result = lab["playbook"]()
+    assert result.returncode != 0
+    assert "002_views.sql changed after being applied" in result.stdout
+    assert "add a new" in result.stdout
+
+
+def test_missing_passwords_fail_with_a_clear_message(lab):
+    result = lab["playbook"]("-e", "pos_schema_report_password=''")
+    assert result.returncode != 0
+    assert "pos_schema_report_password" in result.stdout
+    assert lab["passwords"]["app"] not in result.stdout
+
+
+def denied(conn, sql, params=None):
+    with pytest.raises(pymysql.MySQLError) as error:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+    assert error.value.args[0] in (1044, 1142, 1143, 1370), error.value.args
+
+
+def test_application_account_reads_writes_and_calls_but_no_ddl(lab):
+    conn = as_user(lab, "app")
+    with conn.cursor() as cur:
+        cur.execute("SELECT birthdate FROM Customer WHERE customer_id = 1")
+        cur.execute("UPDATE Customer SET phone = %s WHERE customer_id = 1", ("555-0100",))
+        cur.execute("CALL place_order(1, '[{\"product_id\": 2, \"quantity\": 1}]', @o)")
+        cur.execute("SELECT * FROM ProductBuyersMV")
+    denied(conn, "CREATE TABLE Sneaky (x INT)")
+    denied(conn, "DROP TABLE PriceHistory")
+    denied(conn, "ALTER TABLE Customer ADD COLUMN x INT")
+    denied(conn, f"SELECT * FROM {ETL_DB}.nothing")
+    denied(conn, "SELECT * FROM mysql.user")
+
+
+def test_reporting_account_reads_only_the_views(lab):
+    conn = as_user(lab, "report")
+    with conn.cursor() as cur:
+        for view in ("CustomerDirectory", "ProductBuyers", "CustomerPurchases", "OrderSummary",
+                     "DailySales", "ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV"):
+            cur.execute(f"SELECT * FROM {view}")
+        cur.execute("SELECT email FROM CustomerDirectory WHERE customer_id = 1")
+        assert cur.fetchone() == ("new@example.com",)
+    denied(conn, "SELECT birthdate FROM Customer")
+    denied(conn, "SELECT * FROM Customer")
+    denied(conn, "SELECT * FROM `Order`")
+    denied(conn, "UPDATE CustomerDirectory SET email = 'x' WHERE customer_id = 1")
+    denied(conn, "DELETE FROM ProductBuyersMV")
+    denied(conn, "CALL customer_report(1)")
+
+
+def test_etl_account_has_dml_and_lock_tables_on_pos_and_all_on_its_database(lab):
+    conn = as_user(lab, "etl")
+    with conn.cursor() as cur:
+        cur.execute("SET @pos_bulk_load = 1")
+        cur.execute("LOCK TABLES Product WRITE")
+        cur.execute("UPDATE Product SET quantity_on_hand = 50 WHERE product_id = 1")
+        cur.execute("UNLOCK TABLES")
+        cur.execute("INSERT INTO City VALUES ('99501', 'Anchorage', 'AK')")
+        cur.execute("DELETE FROM City WHERE zip = '99501'")
+        cur.execute(f"CREATE TABLE {ETL_DB}.staging_demo (x INT)")
+        cur.execute(f"DROP TABLE {ETL_DB}.staging_demo")
+    denied(conn, "CREATE TABLE Sneaky (x INT)")
+    denied(conn, "DROP TABLE OrderLine")
+    denied(conn, "CALL change_product_price(1, 2.00)")
+    denied(conn, "SELECT * FROM mysql.user")
