@@ -162,9 +162,13 @@ rows_before:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
-from ansible.module_utils.mariadb_pos.db import (CONNECTION_ARGUMENT_SPEC, ConnectionError_,
-                                                 HAS_PYMYSQL, connect, pymysql)
+from ansible.module_utils.mariadb_pos.db import (
+    CONNECTION_ARGUMENT_SPEC,
+    HAS_PYMYSQL,
+    ConnectionError_,
+    connect,
+    pymysql,
+)
 from ansible.module_utils.mariadb_pos.view_refresh import ViewRefreshError, refresh
 
 

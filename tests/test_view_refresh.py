@@ -10,8 +10,8 @@ import pymysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from mariadb_pos.view_refresh import ViewRefreshError, refresh
+
 from tests.test_schema_helpers import create_schema, rows, scalar, seed
 
 DB = "pos_t_refresh"

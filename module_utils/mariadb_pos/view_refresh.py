@@ -182,7 +182,7 @@ def _full(conn, cursor, target, check_mode):
     else:
         cursor.execute("DROP TABLE %s" % target.q_shadow)
     _delete_changes(cursor, target, [row[0] for row in changes])
-    if changed or changes or target.registered is not None and target.registered[2] is None:
+    if changed or changes or (target.registered is not None and target.registered[2] is None):
         _record(cursor, target, "full", rows)
     conn.commit()
     return dict(changed=changed, rows=rows, rows_before=before, consumed_changes=len(changes))
@@ -212,7 +212,7 @@ def _incremental(conn, cursor, target, check_mode, extra_keys):
     changes = _consumed_changes(cursor, target, target.key_columns)
     keys = {}
     for row in changes:
-        for column, value in zip(target.key_columns, row[1:]):
+        for column, value in zip(target.key_columns, row[1:], strict=True):
             if value is not None:
                 keys.setdefault(column, set()).add(value)
                 break
