@@ -57,6 +57,7 @@ def run_playbook(moto: MotoServer, playbook: str, cluster: str, credentials: boo
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_DEPRECATION_WARNINGS="0",
+        ANSIBLE_PIPELINING="True",
     )
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", f"playbooks/{playbook}",
