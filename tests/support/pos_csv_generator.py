@@ -98,9 +98,9 @@ def generate(out: Path, orderlines: int, seed: int) -> dict:
     """Write the four files into ``out`` and return the manifest (also written as JSON)."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
-    n_orders = max(3, orderlines // 10)
+    n_orders = max(10, orderlines // 10)
     n_customers = max(3, n_orders // 4)
-    n_products = max(5, orderlines // 200)
+    n_products = max(20, orderlines // 200)  # enough (order, product) pairs for any size
     n_zips = max(2, n_customers // 6)
     expect = {name: dict(read=0, loaded=0, merged=0, rejected=0) for name in HEADERS}
 
@@ -266,13 +266,18 @@ def generate(out: Path, orderlines: int, seed: int) -> dict:
     written = 0
     units = 0
     oid = 1
+    misses = 0
     while written < orderlines:
         pid = rng.choice(all_products)
         quantity = rng.choice((1, 1, 1, 2, 2, 3, 4))
         quantity = min(quantity, orderlines - written)
         if (oid, pid) in pairs:
             oid = oid % n_orders + 1
+            misses += 1
+            if misses > 100 * n_orders:
+                raise RuntimeError("no (order, product) pair left: raise n_orders/n_products")
             continue
+        misses = 0
         draw = rng.random()
         if draw < RATES["orphan_product"]:
             for _ in range(quantity):

@@ -1,0 +1,74 @@
+"""playbooks/pos_etl.yml end to end with ansible-playbook against localhost (connection local,
+root over the test server's unix socket): load, idempotent rerun, check/diff mode, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.pos_csv_generator import generate
+from tests.test_etl_support import REPO_ROOT, target_fixture
+
+__all__ = ["target_fixture"]  # the `target` fixture
+
+PLAYBOOK = REPO_ROOT / "playbooks" / "pos_etl.yml"
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+
+def play(tmp_path: Path, extra: dict, *options: str) -> tuple[int, str]:
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[primary]\nlocalhost ansible_connection=local "
+                         f"ansible_python_interpreter={sys.executable}\n")
+    variables = tmp_path / "vars.json"
+    variables.write_text(json.dumps({"ansible_become": False, **extra}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0")
+    completed = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(PLAYBOOK), "-e", f"@{variables}",
+         *options], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-5000:]
+    recap = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", output)
+    assert recap, output[-3000:]
+    return int(recap.group(1)), output
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="ansible-playbook not in the venv")
+def test_playbook_load_rerun_check_and_reload(target, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(REPO_ROOT / "files" / "data", data)
+    extra = {"pos_etl_data_dir": str(data), "pos_etl_remote_dir": str(tmp_path / "remote"),
+             "pos_etl_database": target.db, "pos_etl_etl_database": target.etl_db,
+             "pos_etl_login_unix_socket": target.server.socket}
+
+    changed, output = play(tmp_path, extra)
+    assert changed >= 3, output  # folder, files, load (and the refresh)
+    counts = target.counts()
+    assert counts["OrderLine"] > 0 and counts["Customer"] > 0
+    assert "rows read" in output
+    mv_rows = target.query(f"SELECT COUNT(*) FROM `{target.db}`.DailySalesMV")[0][0]
+    assert mv_rows > 0  # the full refresh ran after the load
+
+    gtid, before = target.gtid(), target.checksums()
+    changed, output = play(tmp_path, extra)
+    assert changed == 0, output  # idempotent: nothing copied, nothing loaded, no refresh
+    assert target.gtid() == gtid
+
+    generate(data, 600, seed=31)  # new files at the source
+    (data / "manifest.json").unlink()
+    changed, output = play(tmp_path, extra, "--check", "--diff")
+    assert changed >= 1
+    assert "rows (+" in output  # the per-table diff
+    assert target.gtid() == gtid and target.checksums() == before
+
+    changed, output = play(tmp_path, extra)
+    assert changed >= 2
+    assert target.counts()["OrderLine"] != counts["OrderLine"]
