@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "module_utils"))
 
-from mariadb_pos import etl
+from mariadb_pos import etl  # noqa: E402
 
-from tests.support.mariadb_instance import MariaDBInstance
-from tests.support.pos_csv_generator import generate
+from tests.support.mariadb_instance import MariaDBInstance  # noqa: E402
+from tests.support.pos_csv_generator import generate  # noqa: E402
 
 SQL = REPO / "files" / "sql"
 
