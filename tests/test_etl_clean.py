@@ -145,7 +145,7 @@ def test_bom_crlf_duplicates_city_conflict_and_accounting(tmp_path):
     assert data.orderlines == {(1, 1): [1, 1, 3, "1234.56"], (3, 1): [3, 1, 1, "1234.56"]}
     lines = stats["orderlines"]
     assert (lines.read, lines.loaded, lines.merged, lines.rejected) == (7, 2, 2, 3)
-    reasons = [reason for _f, _l, reason in lines.rejects]
+    reasons = [reject[2] for reject in lines.rejects]
     assert any("product id 2" in r for r in reasons) and any("order id 2" in r for r in reasons)
     assert any("wrong column count" in r for r in reasons)
     raw = etl_clean.fetch_raw_lines(stats["customers"].path, stats["customers"].rejects)

@@ -299,12 +299,15 @@ def iter_records(path: str, header: list[str], stats: FileStats):
         previous = reader.line_num
 
 
-def fetch_raw_lines(path: str, rejects: list[tuple[int, int, str]]) -> list[tuple[int, str, str]]:
-    """(line, raw text, reason) for each reject, read back from the file in one pass."""
+def fetch_raw_lines(path: str, rejects: list[tuple]) -> list[tuple[int, str, str]]:
+    """(line, raw text, reason) for each reject, read back from the file in one pass (a reject
+    that already carries its raw text as a 4th item is taken as is)."""
     if not rejects:
         return []
+    if all(len(reject) == 4 for reject in rejects):
+        return [(first, raw, reason) for first, _last, reason, raw in rejects]
     wanted = {}
-    for first, last, _reason in rejects:
+    for first, last, *_rest in rejects:
         for number in range(first, last + 1):
             wanted[number] = None
     text = _decode(path)
@@ -312,7 +315,7 @@ def fetch_raw_lines(path: str, rejects: list[tuple[int, int, str]]) -> list[tupl
         if number in wanted:
             wanted[number] = line.rstrip("\r\n")
     return [(first, "\n".join(wanted[n] or "" for n in range(first, last + 1)), reason)
-            for first, last, reason in rejects]
+            for first, last, reason, *_raw in rejects]
 
 
 # ---------------------------------------------------------------- the four files
@@ -463,7 +466,8 @@ def _add_orderline(data, stats, key, units):
 
 def _load_orderlines(path, stats, data):
     text = _decode(path)
-    if '"' in text:  # quoted fields: the general CSV path
+    if '"' in text or text.count("\r") != text.count("\r\n"):
+        # quoted fields or bare CR line ends: the general CSV path
         for first, last, fields in iter_records(path, FILES["orderlines"][1], stats):
             try:
                 _check_columns(fields, 2)
@@ -471,31 +475,53 @@ def _load_orderlines(path, stats, data):
             except RowError as error:
                 stats.rejects.append((first, last, str(error)))
     else:
-        # Fast path (no quoting possible): count identical lines in C, parse each distinct
-        # line once; a pair repeated n times is quantity n.
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        header = next(csv.reader([lines[0] if lines else ""]), [])
-        _check_header(path, header, FILES["orderlines"][1])
-        stats.read = len(lines) - 1
-        bad = {}
-        for line, units in Counter(lines[1:]).items():
-            try:
-                fields = line.rstrip("\r").split(",")
-                _check_columns(fields, 2)
-                _add_orderline(data, stats, _orderline_key(*fields), units)
-            except RowError as error:
-                bad[line] = str(error)
-        if bad:
-            for number, line in enumerate(lines[1:], start=2):
-                reason = bad.get(line)
-                if reason is not None:
-                    stats.rejects.append((number, number, reason))
+        _load_orderlines_fast(path, text, stats, data)
     for entry in data.orderlines.values():
         if entry[2] > MAX_INT:
             raise EtlInputError(f"{path}: quantity of order {entry[0]} product {entry[1]} "
                                 f"exceeds {MAX_INT}")
+
+
+def _load_orderlines_fast(path, text, stats, data):
+    """No quoting possible: count identical lines in C, parse each distinct line once; a pair
+    repeated n times is quantity n. Rejects carry their raw text (no second read)."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    header = next(csv.reader([lines[0] if lines else ""]), [])
+    _check_header(path, header, FILES["orderlines"][1])
+    stats.read = len(lines) - 1
+    orders, products, entries = data.orders, data.products, data.orderlines
+    loaded = merged = 0
+    bad = {}
+    for line, units in Counter(lines[1:]).items():
+        a, sep, b = line.partition(",")
+        if sep and a.isdigit() and b.isdigit() and line.isascii():
+            key = (int(a), int(b))
+            entry = entries.get(key)
+            if entry is not None:
+                entry[2] += units
+                merged += units
+                continue
+            product = products.get(key[1])
+            if key[0] in orders and product is not None:
+                entries[key] = [key[0], key[1], units, product[2]]
+                loaded += 1
+                merged += units - 1
+                continue
+        try:  # anything else: the general rules name the cause
+            fields = line.split(",")
+            _check_columns(fields, 2)
+            _add_orderline(data, stats, _orderline_key(*fields), units)
+        except RowError as error:
+            bad[line] = str(error)
+    stats.loaded += loaded
+    stats.merged += merged
+    if bad:
+        for number, line in enumerate(lines[1:], start=2):
+            reason = bad.get(line)
+            if reason is not None:
+                stats.rejects.append((number, number, reason, line))
 
 
 def extract(paths: dict[str, str], limits: dict | None = None, progress=None) -> CleanData:
