@@ -8,6 +8,7 @@ what they need.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from mariadb_pos.view_refresh import refresh
 
 from tests.test_schema_helpers import REPO_ROOT, SQL_DIR, rows, scalar
 
@@ -91,7 +93,6 @@ def test_first_run_applies_every_file_and_records_it(lab):
     assert recap_changed(lab["first"].stdout) > 0
     conn = root(lab)
     recorded = rows(conn, "SELECT filename, sha256 FROM schema_version ORDER BY filename")
-    import hashlib
     expected = [(p.name, hashlib.sha256(p.read_bytes()).hexdigest())
                 for p in sorted(lab["sql_dir"].glob("*.sql"))]
     assert recorded == expected and len(recorded) >= 5
@@ -191,7 +192,14 @@ def test_application_account_reads_writes_and_calls_but_no_ddl(lab):
 
 
 def test_reporting_account_reads_only_the_views(lab):
+    # A full refresh that swaps the table in keeps the grant (grants follow the table name).
+    with root(lab).cursor() as cur:
+        cur.execute("UPDATE Product SET name = 'Pen (blue)' WHERE product_id = 1")
+    swapped = refresh(root(lab), DB, "ProductBuyersMV", mode="full")
+    assert swapped["changed"] is True
     conn = as_user(lab, "report")
+    assert scalar(conn, "SELECT product_name FROM ProductBuyersMV WHERE product_id = 1") == \
+        "Pen (blue)"
     with conn.cursor() as cur:
         for view in ("CustomerDirectory", "ProductBuyers", "CustomerPurchases", "OrderSummary",
                      "DailySales", "ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV"):
