@@ -260,3 +260,26 @@ def test_a_refresh_waits_for_the_lock_of_a_running_one(server_db):
     finally:
         holder.close()
     assert do_refresh(server, "DailySalesMV")["mode"] in ("full", "incremental")
+
+
+@pytest.mark.parametrize("payload", ["'; DROP TABLE Customer; --", "1' OR '1'='1", "back\\slash",
+                                     "nul\x00byte", "emoji 🛒", "`Order`"])
+def test_injection_payloads_given_to_the_module_are_only_data(server_db, payload):
+    server, conn = server_db
+    do_refresh(server, "CustomerPurchasesMV", mode="full")
+    before = rows(conn, "SELECT * FROM CustomerPurchasesMV ORDER BY customer_id")
+    # as key values they travel as parameters: they match no customer, nothing changes
+    result = do_refresh(server, "CustomerPurchasesMV", keys={"customer_id": [payload]})
+    assert result["changed"] is False and result["refreshed_keys"] == 1
+    # as identifiers they are refused before any SQL is built
+    for kwargs in ({"view": payload}, {"key_columns": [payload]}):
+        with pytest.raises(ViewRefreshError, match="invalid"):
+            do_refresh(server, "CustomerPurchasesMV", **kwargs)
+    assert rows(conn, "SELECT * FROM CustomerPurchasesMV ORDER BY customer_id") == before
+    assert scalar(conn, "SELECT COUNT(*) FROM Customer") > 0
+    # and a customer whose name is the payload is materialized literally
+    with conn.cursor() as cur:
+        cur.execute("UPDATE Customer SET first_name = %s WHERE customer_id = 5", (payload,))
+    do_refresh(server, "CustomerPurchasesMV")
+    assert scalar(conn, "SELECT first_name FROM CustomerPurchasesMV WHERE customer_id = 5") \
+        == payload
