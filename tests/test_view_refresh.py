@@ -283,3 +283,17 @@ def test_injection_payloads_given_to_the_module_are_only_data(server_db, payload
     do_refresh(server, "CustomerPurchasesMV")
     assert scalar(conn, "SELECT first_name FROM CustomerPurchasesMV WHERE customer_id = 5") \
         == payload
+
+
+def test_leftovers_of_an_interrupted_full_refresh_are_cleaned_up(server_db):
+    server, conn = server_db
+    with conn.cursor() as cur:  # as if a refresh died after CREATE / after the RENAME
+        cur.execute("CREATE TABLE ProductBuyersMV__shadow LIKE ProductBuyersMV")
+        cur.execute("INSERT INTO ProductBuyersMV__shadow SELECT * FROM ProductBuyersMV LIMIT 1")
+        cur.execute("CREATE TABLE ProductBuyersMV__old (junk INT)")
+        cur.execute("UPDATE Product SET name = 'After crash' WHERE product_id = 2")
+    result = do_refresh(server, "ProductBuyersMV", mode="full")
+    assert result["changed"] is True
+    assert_equal_to_view(conn, "ProductBuyersMV")
+    assert scalar(conn, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND TABLE_NAME LIKE 'ProductBuyersMV\\_\\_%%'", (DB,)) == 0

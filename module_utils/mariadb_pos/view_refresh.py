@@ -18,6 +18,7 @@ backtick-quoted.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -285,7 +286,9 @@ def refresh(conn, database, table, mode="incremental", view=None, key_columns=No
         conn.rollback()
         raise
     finally:
-        cursor.execute("DO RELEASE_LOCK(%s)", (lock_name,))
+        # A lost connection releases the lock by itself; never mask the original error.
+        with contextlib.suppress(Exception):
+            cursor.execute("DO RELEASE_LOCK(%s)", (lock_name,))
     result.update(mode=mode, view=target.view, table=table, database=database,
                   duration=round(time.monotonic() - started, 6))
     return result
