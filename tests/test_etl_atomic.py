@@ -27,7 +27,7 @@ def start_etl(params: dict) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_for_orderline_load(server, database: str, process, timeout: float = 120) -> str:
+def wait_for_orderline_load(server, database: str, process, timeout: float = 120) -> tuple:
     """Block until the ETL is loading OrderLine: the last statement of its load transaction,
     after the other tables' rows were written in the same transaction."""
     conn = server.connect()
@@ -36,12 +36,12 @@ def wait_for_orderline_load(server, database: str, process, timeout: float = 120
         deadline = time.monotonic() + timeout
         with conn.cursor() as cursor:
             while time.monotonic() < deadline:
-                cursor.execute("SELECT INFO FROM information_schema.PROCESSLIST "
+                cursor.execute("SELECT ID, INFO FROM information_schema.PROCESSLIST "
                                "WHERE ID <> CONNECTION_ID() AND (INFO LIKE %s OR INFO LIKE %s)",
                                patterns)
                 row = cursor.fetchone()
                 if row:
-                    return row[0]
+                    return row
                 if process.poll() is not None:
                     pytest.fail("the ETL finished before its transaction was caught: "
                                 + process.stderr.read().decode()[-2000:])
@@ -49,10 +49,13 @@ def wait_for_orderline_load(server, database: str, process, timeout: float = 120
     finally:
         conn.close()
     pytest.fail("the ETL never loaded OrderLine")
-    return ""
+    return None, ""
 
 
-def wait_until_rolled_back(server, timeout: float = 120) -> None:
+def wait_until_rolled_back(server, thread_id: int | None = None, timeout: float = 120) -> None:
+    """Wait until the killed run's connection is gone and its transaction rolled back (only
+    that connection's: other tests may hold transactions on the shared server). Without a
+    thread id (server restarted), until no transaction is left (recovered ones show id 0)."""
     conn = server.connect()
     try:
         deadline = time.monotonic() + timeout
@@ -60,7 +63,13 @@ def wait_until_rolled_back(server, timeout: float = 120) -> None:
             while time.monotonic() < deadline:
                 # INNODB_TRX is a cache refreshed when read after more than 0.1 s
                 time.sleep(0.15)
-                cursor.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX")
+                if thread_id is None:
+                    cursor.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX")
+                else:
+                    cursor.execute(
+                        "SELECT (SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                        "WHERE trx_mysql_thread_id = %s) + (SELECT COUNT(*) FROM "
+                        "information_schema.PROCESSLIST WHERE ID = %s)", (thread_id, thread_id))
                 if cursor.fetchone()[0] == 0:
                     return
     finally:
@@ -91,11 +100,11 @@ def test_kill_module_process_mid_load(mariadb_server, datasets, previous):
         etl.run(tgt.params(files_a))
     before, run_before = tgt.checksums(), last_run_id(tgt)
     process = start_etl(tgt.params(files_b))
-    statement = wait_for_orderline_load(mariadb_server, tgt.db, process)
+    thread_id, statement = wait_for_orderline_load(mariadb_server, tgt.db, process)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    wait_until_rolled_back(mariadb_server)
+    wait_until_rolled_back(mariadb_server, thread_id)
     assert "OrderLine" in statement
     assert tgt.checksums() == before  # previous data intact
     assert last_run_id(tgt) == run_before  # and the audit says so
