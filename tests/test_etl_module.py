@@ -4,6 +4,7 @@ accounting, idempotence, check mode, reloads, triggers, injection, bad files."""
 from __future__ import annotations
 
 import json
+import secrets
 from decimal import Decimal
 
 import pytest
@@ -336,3 +337,29 @@ def test_module_documentation_parses():
     options = namespace["DOCUMENTATION"]["options"]
     assert {"data_dir", "database", "etl_database", "force", "login_unix_socket"} <= set(options)
     assert json.dumps(namespace["RETURN"])
+
+
+def test_runs_as_the_pos_etl_account_with_its_grants_only(mariadb_server, target, tmp_path):
+    """The conventions' grants (SELECT, INSERT, UPDATE, DELETE, LOCK TABLES on the POS tables,
+    ALL on the ETL database) are enough, over TCP, for a load and a reload."""
+    password = secrets.token_urlsafe(18)
+    user = f"etl_{target.db}"
+    mariadb_server.client(
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}';"
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, LOCK TABLES ON `{target.db}`.* TO '{user}'@'%';"
+        f"GRANT ALL ON `{target.etl_db}`.* TO '{user}'@'%';")
+    try:
+        generate(tmp_path / "a", 800, seed=41)
+        generate(tmp_path / "b", 900, seed=42)
+        account = {"login_user": user, "login_password": password, "login_host": "127.0.0.1",
+                   "login_port": mariadb_server.port}
+        for folder in ("a", "b"):
+            params = target.params(tmp_path / folder)
+            params.pop("login_unix_socket")
+            result = etl.run({**params, **account})
+            assert result["data_changed"]
+        fresh = new_target(mariadb_server)
+        etl.run(fresh.params(tmp_path / "b"))
+        assert target.checksums() == fresh.checksums()
+    finally:
+        mariadb_server.client(f"DROP USER IF EXISTS '{user}'@'%'")
