@@ -183,6 +183,15 @@ def bench_to_sql(server, data: Path, name: str) -> float | None:
     return elapsed
 
 
+def binlog_bytes(server) -> int:
+    conn = server.connect()
+    with conn.cursor() as cursor:
+        cursor.execute("SHOW BINARY LOGS")
+        total = sum(row[1] for row in cursor.fetchall())
+    conn.close()
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orderlines", type=int, default=1_000_000)
@@ -194,12 +203,27 @@ def main() -> None:
     manifest = generate(data, args.orderlines, args.seed)
     read = sum(f["read"] for f in manifest["files"].values())
     with MariaDBInstance() as server:
+        binlog_before = binlog_bytes(server)
         etl_seconds, result = bench_etl(server, data, "bench_etl")
+        first_binlog = binlog_bytes(server) - binlog_before
         started = time.perf_counter()
         rerun = etl.run(dict(data_dir=str(data), database="bench_etl",
                              etl_database="bench_etl_etl", login_unix_socket=server.socket))
         noop = time.perf_counter() - started
         assert not rerun["changed"]
+        other = workdir / "other"
+        generate(other, args.orderlines, args.seed + 1)
+        params = dict(data_dir=str(other), database="bench_etl", etl_database="bench_etl_etl",
+                      login_unix_socket=server.socket)
+        started = time.perf_counter()
+        preview = etl.run(params, check_mode=True)
+        check_changed = time.perf_counter() - started
+        binlog_before = binlog_bytes(server)
+        started = time.perf_counter()
+        reload = etl.run(params)
+        reload_seconds = time.perf_counter() - started
+        reload_binlog = binlog_bytes(server) - binlog_before
+        assert preview["tables"] == reload["tables"]
         raw = bench_raw(server, data, "bench_raw")
         raw_base = bench_raw(server, data, "bench_raw_base", full_schema=False)
         many = bench_executemany(server, data, "bench_many")
@@ -210,9 +234,12 @@ def main() -> None:
                      raw_load_base_tables=round(raw_base, 2),
                      executemany=round(many, 2),
                      to_sql=round(to_sql, 2) if to_sql is not None else None,
-                     noop_rerun=round(noop, 3)),
+                     noop_rerun=round(noop, 3), check_mode_changed_files=round(check_changed, 2),
+                     reload_other_files=round(reload_seconds, 2)),
+        reload=dict(binlog_mb=round(reload_binlog / 1e6, 1), tables=reload["tables"],
+                    phases=reload["phases"]),
         etl_rows_per_second=int(read / etl_seconds),
-        etl_phases=result["phases"],
+        etl_phases=result["phases"], etl_binlog_mb=round(first_binlog / 1e6, 1),
         ratios=dict(etl_over_raw_load=round(etl_seconds / raw, 2),
                     etl_over_raw_load_base_tables=round(etl_seconds / raw_base, 2),
                     executemany_over_etl=round(many / etl_seconds, 2),
