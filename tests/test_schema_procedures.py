@@ -155,3 +155,16 @@ def test_injection_payloads_are_stored_and_reported_literally(db, payload):
         place(db, 1, payload)
     assert "non-empty JSON array" in error.value.args[1]
     assert scalar(db, "SELECT COUNT(*) FROM Product") == 3
+
+
+def test_refresh_procedure_releases_its_lock_after_an_error(db):
+    with db.cursor() as cur:
+        cur.execute("CREATE TABLE BrokenMV (customer_id INT UNSIGNED PRIMARY KEY)")
+        cur.execute("INSERT INTO MaterializedView (mv_table, source_view, key_columns) "
+                    "VALUES ('BrokenMV', 'NoSuchView', 'customer_id')")
+    with pytest.raises(pymysql.MySQLError) as error:
+        call(db, "refresh_materialized_view", "BrokenMV")
+    assert "NoSuchView" in error.value.args[1]
+    assert scalar(db, "SELECT IS_FREE_LOCK(%s)", (f"pos_mv_refresh:{DB}.BrokenMV",)) == 1
+    assert scalar(db, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                      "AND TABLE_NAME = 'BrokenMV'", (DB,)) == 1

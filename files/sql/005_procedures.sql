@@ -112,6 +112,12 @@ BEGIN
     DECLARE v_columns TEXT;
     DECLARE v_rows BIGINT UNSIGNED;
     DECLARE v_message VARCHAR(512);
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION
+    BEGIN
+        -- Never keep the lock after an error (RELEASE_LOCK of a lock not held does nothing).
+        DO RELEASE_LOCK(CONCAT('pos_mv_refresh:', DATABASE(), '.', IFNULL(p_mv_table, '')));
+        RESIGNAL;
+    END;
 
     SELECT source_view INTO v_view FROM MaterializedView WHERE mv_table = BINARY p_mv_table;
     IF v_view IS NULL OR p_mv_table NOT REGEXP '^[A-Za-z][A-Za-z0-9_]*$'
