@@ -38,6 +38,7 @@ def test_config_file_is_applied(host):
     assert variable(host, "bind_address") == "0.0.0.0"  # noqa: S104 - replicas connect
     assert variable(host, "local_infile") == "1"
     assert variable(host, "read_only") == "0"
+    assert variable(host, "event_scheduler") == "ON"
     assert int(variable(host, "binlog_expire_logs_seconds")) == 7 * 86400
     assert variable(host, "log_bin_basename").endswith("/mariadb-bin")
     server_id = int(variable(host, "server_id"))

@@ -191,3 +191,21 @@ def test_every_table_and_schema_object_is_identical_on_the_replica(replica):
     assert primary_checksums, "the primary holds no application tables"
     assert table_checksums(replica) == primary_checksums
     assert schema_objects(replica) == schema_objects(PRIMARY)
+
+
+@pytest.mark.parametrize("replica", ALL_REPLICAS)
+def test_pos_schema_reached_the_replica_with_its_routines_and_refreshed_views(replica):
+    wait_for_replicas()
+    applied = value(PRIMARY, "SELECT COUNT(*) FROM pos.schema_version")
+    assert int(applied) >= 6
+    assert value(replica, "SELECT COUNT(*) FROM pos.schema_version") == applied
+    for mv in ("ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV"):
+        assert value(replica, f"SELECT COUNT(*) FROM pos.{mv}") == value(
+            PRIMARY, f"SELECT COUNT(*) FROM pos.{mv}")
+    # Events replicate disabled on the replica side: they fire on the primary only.
+    statuses = sql(replica, "SELECT event_name, status FROM information_schema.events "
+                            "WHERE event_schema = 'pos'")
+    assert statuses and all(status == "SLAVESIDE_DISABLED" for _, status in statuses)
+    assert value(replica, "SELECT COUNT(*) FROM information_schema.triggers "
+                          "WHERE trigger_schema = 'pos'") == value(
+        PRIMARY, "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = 'pos'")
