@@ -7,8 +7,11 @@ Phases (timings and rows/s in the result's ``phases``):
 1. fingerprint -- SHA-256 of the four files; equal to the last completed run's -> nothing to do,
    nothing written (a no-op rerun only reads the audit table).
 2. extract    -- Python reads and cleans the files (etl_clean), every row accounted for.
-3. stage      -- the cleaned rows go through LOAD DATA LOCAL INFILE into per-session TEMPORARY
-   tables ``<etl_database>.stg_*`` (created LIKE the final tables). Temporary tables are private to
+   transform  -- the cleaned rows are written as tab-separated files for LOAD DATA.
+3. stage      -- (not on a first load, when the final tables are empty: then the files are
+   loaded straight into them inside the apply transaction, as an InnoDB bulk insert) the
+   cleaned rows go through LOAD DATA LOCAL INFILE into per-session TEMPORARY tables
+   ``<etl_database>.stg_*`` (created LIKE the final tables). Temporary tables are private to
    the run's connection -- two runs never collide -- vanish with the connection if the run is
    killed, and are not written to the ROW-format binlog.
 4. diff       -- per table: rows to insert, update (byte-wise comparison) and delete.
