@@ -209,3 +209,12 @@ def test_pos_schema_reached_the_replica_with_its_routines_and_refreshed_views(re
     assert value(replica, "SELECT COUNT(*) FROM information_schema.triggers "
                           "WHERE trigger_schema = 'pos'") == value(
         PRIMARY, "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = 'pos'")
+
+
+@pytest.mark.parametrize("replica", ALL_REPLICAS)
+def test_etl_rows_reached_the_replica(replica):
+    wait_for_replicas()
+    for table in ("City", "Customer", "Product", "`Order`", "OrderLine"):
+        on_primary = value(PRIMARY, f"SELECT COUNT(*) FROM pos.{table}")
+        assert int(on_primary) > 0, f"the ETL loaded no rows into {table}"
+        assert value(replica, f"SELECT COUNT(*) FROM pos.{table}") == on_primary
