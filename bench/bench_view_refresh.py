@@ -10,7 +10,9 @@ materialized view:
 
 * full         -- mariadb_view_refresh full refresh (shadow table + atomic RENAME) of the data;
 * incremental  -- after changing 1 % of the orders (the quantity of every line of each, through
-                  the triggers, which feed the ChangeLog), the incremental refresh;
+                  the triggers, which feed the ChangeLog with the signed contribution of each
+                  change, files/sql/007), the incremental refresh (adds the summed deltas per
+                  key);
 
 in two scenarios: the changed orders drawn at random from all orders, and the most recent 1 %
 (the usual shape: recent orders get shipped, corrected, cancelled). After each incremental
@@ -144,6 +146,9 @@ def main():
                     "seconds": round(result["wall"], 3),
                     "ratio_to_full": round(result["wall"] / full[table]["seconds"], 4),
                     "refreshed_keys": result["refreshed_keys"],
+                    "delta_keys": result.get("delta_keys", 0),
+                    "recomputed_keys": result.get("recomputed_keys", 0),
+                    "consumed_changes": result["consumed_changes"],
                     "rows_written": result["inserted"] + result["updated"] + result["deleted"],
                     "equal_to_view": check_equal(server, table)}
             total_inc = sum(r["seconds"] for r in results.values())

@@ -90,7 +90,7 @@ class _Target:
                                    "files/sql first)" % (database, table))
         self.registered = None
         if _columns(cursor, database, REGISTRY_TABLE):
-            cursor.execute("SELECT source_view, key_columns, last_refresh_mode "
+            cursor.execute("SELECT source_view, key_columns, last_refresh_mode, row_count "
                            "FROM %s WHERE mv_table = %%s" % self.q_registry, (table,))
             self.registered = cursor.fetchone()
         if view is None:
@@ -183,6 +183,11 @@ def _full(conn, cursor, target, check_mode):
     else:
         cursor.execute("DROP TABLE %s" % target.q_shadow)
     _delete_changes(cursor, target, [row[0] for row in changes])
+    if "delta" in target.changelog_columns:
+        # Rows committed while the view was read may or may not be in the new table: adding
+        # them as deltas could count them twice, recomputing their keys is right either way.
+        cursor.execute("UPDATE %s SET delta = 0 WHERE mv_table = %%s AND delta = 1"
+                       % target.q_changelog, (target.table,))
     if changed or changes or (target.registered is not None and target.registered[2] is None):
         _record(cursor, target, "full", rows)
     conn.commit()
@@ -203,6 +208,199 @@ def _fetch_by_keys(cursor, qualified, target, keys):
     return found
 
 
+def _pk_condition(target, count):
+    """``(a = %s AND b = %s) OR ...`` for ``count`` primary keys (uses the primary key)."""
+    if len(target.primary_key) == 1:
+        return "%s IN (%s)" % (quote(target.primary_key[0]), ", ".join(["%s"] * count))
+    one = "(%s)" % " AND ".join("%s = %%s" % quote(c) for c in target.primary_key)
+    return " OR ".join([one] * count)
+
+
+def _fetch_by_pk(cursor, target, pks):
+    """Rows of the table with the given primary keys: {pk: row}."""
+    found = {}
+    pk_positions = [target.columns.index(c) for c in target.primary_key]
+    for chunk in _chunks(pks, 500):
+        cursor.execute("SELECT %s FROM %s WHERE %s" % (
+            target.q_columns, target.q_table, _pk_condition(target, len(chunk))),
+            [v for pk in chunk for v in pk])
+        for row in cursor.fetchall():
+            found[tuple(row[i] for i in pk_positions)] = tuple(row)
+    return found
+
+
+# Additive maintenance of the registered materialized views from the delta ChangeLog rows
+# (files/sql/007): MV column <- summed ChangeLog column; first/last columns kept with
+# LEAST/GREATEST of the added dates (a removed date at or beyond the stored bound recomputes the
+# key); the row is deleted when its count column reaches 0.
+DELTA_SPECS = {
+    "ProductBuyersMV": dict(
+        view="ProductBuyers", key=("product_id", "customer_id"),
+        add=(("order_count", "d_lines"), ("total_quantity", "d_quantity"),
+             ("total_spent", "d_amount")),
+        first=(("first_ordered_at", "line_added_at", "line_removed_at"),),
+        last=(("last_ordered_at", "line_added_at", "line_removed_at"),),
+        count="order_count"),
+    "CustomerPurchasesMV": dict(
+        view="CustomerPurchases", key=("customer_id",),
+        add=(("order_count", "d_orders"), ("item_count", "d_quantity"),
+             ("total_spent", "d_amount")),
+        first=(("first_order_at", "order_added_at", "order_removed_at"),),
+        last=(("last_order_at", "order_added_at", "order_removed_at"),),
+        count=None),
+    "DailySalesMV": dict(
+        view="DailySales", key=("sale_date",),
+        add=(("order_count", "d_sold_orders"), ("item_count", "d_quantity"),
+             ("revenue", "d_amount")),
+        first=(), last=(), count="order_count"),
+}
+
+
+def _delta_spec(target):
+    """The DELTA_SPECS entry usable for this table, or None (then every key is recomputed)."""
+    spec = DELTA_SPECS.get(target.table)
+    if spec is None or spec["view"] != target.view or "delta" not in target.changelog_columns:
+        return None
+    if list(spec["key"]) != list(target.primary_key):
+        return None
+    sources = [src for _col, src in spec["add"]]
+    sources += [c for entry in spec["first"] + spec["last"] for c in entry[1:]]
+    columns = [col for col, _src in spec["add"]] + [e[0] for e in spec["first"] + spec["last"]]
+    if not set(sources) <= target.changelog_columns or not set(columns) <= set(target.columns):
+        return None
+    if not set(spec["key"]) <= target.changelog_columns:
+        return None
+    recompute_by = [k for k in target.key_columns if k in spec["key"]]
+    if not recompute_by:
+        return None
+    derived = set(spec["key"]) | set(columns)
+    return dict(spec, recompute_by=recompute_by[0],
+                insertable=derived >= set(target.columns))
+
+
+def _read_deltas(cursor, target, spec):
+    """Summed delta ChangeLog rows per key: {pk: (adds, firsts, lasts)}."""
+    key = [quote(k) for k in spec["key"]]
+    select = list(key)
+    select += ["SUM(%s)" % quote(src) for _col, src in spec["add"]]
+    for _col, added, removed in spec["first"]:
+        select += ["MIN(%s)" % quote(added), "MIN(%s)" % quote(removed)]
+    for _col, added, removed in spec["last"]:
+        select += ["MAX(%s)" % quote(added), "MAX(%s)" % quote(removed)]
+    cursor.execute("SELECT %s FROM %s WHERE mv_table = %%s AND delta = 1 GROUP BY %s" % (
+        ", ".join(select), target.q_changelog, ", ".join(key)), (target.table,))
+    deltas = {}
+    n_key, n_add = len(key), len(spec["add"])
+    for row in cursor.fetchall():
+        pk, rest = tuple(row[:n_key]), row[n_key:]
+        adds = [v or 0 for v in rest[:n_add]]
+        dates = rest[n_add:]
+        firsts = [tuple(dates[2 * i:2 * i + 2]) for i in range(len(spec["first"]))]
+        offset = 2 * len(spec["first"])
+        lasts = [tuple(dates[offset + 2 * i:offset + 2 * i + 2])
+                 for i in range(len(spec["last"]))]
+        if any(v is None for v in pk):
+            # e.g. an order without lines for ProductBuyersMV: it must carry nothing.
+            if any(adds) or any(d is not None for pair in firsts + lasts for d in pair):
+                raise ViewRefreshError(
+                    "ChangeLog of %s.%s has a delta without its key %s: run mode=full"
+                    % (target.database, target.table, ", ".join(spec["key"])))
+            continue
+        deltas[pk] = (adds, firsts, lasts)
+    return deltas
+
+
+def _typed(old, value):
+    return int(value) if isinstance(old, int) else value
+
+
+def _apply_delta(target, spec, old, delta):
+    """New row for one key: ('keep'|'upsert'|'delete'|'recompute', row)."""
+    adds, firsts, lasts = delta
+    pos = target.columns.index
+    if old is None:
+        if not any(adds):
+            return "keep", None  # added and removed again before this refresh
+        count = adds[[c for c, _s in spec["add"]].index(spec["count"])] if spec["count"] else 1
+        if not spec["insertable"] or count <= 0 or any(
+                r is not None for _a, r in firsts + lasts):
+            return "recompute", None
+        row = [None] * len(target.columns)  # the caller fills in the key
+        for (column, _src), value in zip(spec["add"], adds, strict=True):
+            row[pos(column)] = value
+        for (column, _a, _r), (added, _removed) in zip(spec["first"], firsts, strict=True):
+            row[pos(column)] = added
+        for (column, _a, _r), (added, _removed) in zip(spec["last"], lasts, strict=True):
+            row[pos(column)] = added
+        return "insert", row
+    row = list(old)
+    for (column, _src), value in zip(spec["add"], adds, strict=True):
+        row[pos(column)] = _typed(old[pos(column)], old[pos(column)] + value)
+    if spec["count"]:
+        count = row[pos(spec["count"])]
+        if count == 0:
+            if all(row[pos(c)] == 0 for c, _s in spec["add"]):
+                return "delete", None
+            return "recompute", None
+        if count < 0:
+            return "recompute", None
+    for (column, _a, _r), (added, removed) in zip(spec["first"], firsts, strict=True):
+        current = old[pos(column)]
+        if removed is not None and (current is None or removed <= current):
+            return "recompute", None
+        row[pos(column)] = min(v for v in (current, added) if v is not None) if (
+            current is not None or added is not None) else None
+    for (column, _a, _r), (added, removed) in zip(spec["last"], lasts, strict=True):
+        current = old[pos(column)]
+        if removed is not None and (current is None or removed >= current):
+            return "recompute", None
+        row[pos(column)] = max(v for v in (current, added) if v is not None) if (
+            current is not None or added is not None) else None
+    row = tuple(row)
+    return ("keep", None) if row == old else ("upsert", row)
+
+
+def _changelog_summary(cursor, target):
+    cursor.execute("SELECT COUNT(*), MIN(change_id), MAX(change_id) FROM %s WHERE mv_table = %%s"
+                   % target.q_changelog, (target.table,))
+    count, low, high = cursor.fetchone()
+    return int(count), low, high
+
+
+def _recompute_keys(cursor, target, spec):
+    """Keys named by the ChangeLog rows that ask for a recompute: {column: {values}}."""
+    keys = {}
+    if not target.changelog_columns:
+        return keys
+    select = ", ".join(quote(k) for k in target.key_columns)
+    only = " AND delta = 0" if spec is not None else ""
+    cursor.execute("SELECT DISTINCT %s FROM %s WHERE mv_table = %%s%s"
+                   % (select, target.q_changelog, only), (target.table,))
+    for row in cursor.fetchall():
+        for column, value in zip(target.key_columns, row, strict=True):
+            if value is not None:
+                keys.setdefault(column, set()).add(value)
+                break
+    return keys
+
+
+def _consume(cursor, target, summary, by_id):
+    """Delete exactly the ChangeLog rows this refresh read; False if the range held others."""
+    count, low, high = summary
+    if not count:
+        return True
+    if by_id:
+        cursor.execute("SELECT change_id FROM %s WHERE mv_table = %%s" % target.q_changelog,
+                       (target.table,))
+        _delete_changes(cursor, target, [row[0] for row in cursor.fetchall()])
+        return True
+    # One range delete; it must remove exactly the rows counted in the snapshot (a row committed
+    # since then inside the range makes the count differ: the caller retries by id).
+    cursor.execute("DELETE FROM %s WHERE mv_table = %%s AND change_id BETWEEN %%s AND %%s"
+                   % target.q_changelog, (target.table, low, high))
+    return cursor.rowcount == count
+
+
 def _incremental(conn, cursor, target, check_mode, extra_keys):
     if not target.primary_key:
         raise ViewRefreshError("%s.%s has no primary key: incremental refresh needs one"
@@ -210,46 +408,98 @@ def _incremental(conn, cursor, target, check_mode, extra_keys):
     if not target.key_columns:
         raise ViewRefreshError("no key columns for %s.%s: register them in %s or give "
                                "key_columns" % (target.database, target.table, REGISTRY_TABLE))
-    changes = _consumed_changes(cursor, target, target.key_columns)
-    keys = {}
-    for row in changes:
-        for column, value in zip(target.key_columns, row[1:], strict=True):
-            if value is not None:
-                keys.setdefault(column, set()).add(value)
-                break
-    for column, values in (extra_keys or {}).items():
+    for column in extra_keys or {}:
         if column not in target.key_columns:
             raise ViewRefreshError("keys: %r is not a key column of %s.%s (key columns: %s)"
                                    % (column, target.database, target.table,
                                       ", ".join(target.key_columns)))
+    spec = _delta_spec(target)
+    for attempt in (0, 1):
+        result = _incremental_once(conn, cursor, target, spec, check_mode, extra_keys,
+                                   by_id=attempt == 1)
+        if result is not None:
+            return result
+    raise ViewRefreshError("could not consume the ChangeLog of %s.%s" % (target.database,
+                                                                         target.table))
+
+
+def _incremental_once(conn, cursor, target, spec, check_mode, extra_keys, by_id):
+    # ONE consistent snapshot for the ChangeLog, the base tables and the table: the deltas read
+    # are exactly the changes the recomputed keys see (non-locking reads, writers not blocked).
+    conn.commit()
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    summary = _changelog_summary(cursor, target) if target.changelog_columns else (0, None, None)
+    keys = _recompute_keys(cursor, target, spec)
+    for column, values in (extra_keys or {}).items():
         keys.setdefault(column, set()).update(v for v in values if v is not None)
+
+    writes, deletes, delta_keys = {}, set(), 0
+    old_rows = {}
+    if spec is not None and summary[0]:
+        deltas = _read_deltas(cursor, target, spec)
+        delta_keys = len(deltas)
+        old_rows = _fetch_by_pk(cursor, target, list(deltas))
+        pos_by = spec["key"].index(spec["recompute_by"])
+        outcomes = {}
+        for pk, delta in deltas.items():
+            action, row = _apply_delta(target, spec, old_rows.get(pk), delta)
+            if action == "recompute":
+                keys.setdefault(spec["recompute_by"], set()).add(pk[pos_by])
+            elif action == "insert":
+                for column, value in zip(spec["key"], pk, strict=True):
+                    row[target.columns.index(column)] = value
+                outcomes[pk] = ("upsert", tuple(row))
+            elif action != "keep":
+                outcomes[pk] = (action, row)
+        for pk, (action, row) in outcomes.items():
+            if any(pk[spec["key"].index(c)] in values for c, values in keys.items()
+                   if c in spec["key"]):
+                continue  # recomputed from the view below
+            if action == "delete":
+                deletes.add(pk)
+            else:
+                writes[pk] = row
 
     new = _fetch_by_keys(cursor, target.q_view, target, keys)
     old = _fetch_by_keys(cursor, target.q_table, target, keys)
-    deleted = [pk for pk in old if pk not in new]
-    inserted = [row for pk, row in new.items() if pk not in old]
-    updated = [row for pk, row in new.items() if pk in old and old[pk] != row]
-    changed = bool(deleted or inserted or updated)
-    result = dict(changed=changed, inserted=len(inserted), updated=len(updated),
-                  deleted=len(deleted), consumed_changes=len(changes),
-                  refreshed_keys=sum(len(v) for v in keys.values()))
+    deletes.update(pk for pk in old if pk not in new)
+    writes.update((pk, row) for pk, row in new.items() if old.get(pk) != row)
+    old.update(old_rows)
+    inserted = sum(1 for pk in writes if pk not in old)
+    updated = len(writes) - inserted
+    changed = bool(deletes or writes)
+    result = dict(changed=changed, inserted=inserted, updated=updated, deleted=len(deletes),
+                  consumed_changes=summary[0], delta_keys=delta_keys,
+                  recomputed_keys=sum(len(v) for v in keys.values()))
+    result["refreshed_keys"] = result["delta_keys"] + result["recomputed_keys"]
+    # The registry's row count is kept by every refresh (the only writers of the table).
+    before = target.registered[3] if target.registered is not None else None
+    if before is None:
+        before = _count(cursor, target.q_table)
+    rows = int(before) + inserted - len(deletes)
+    result["rows"] = rows
     if check_mode:
         conn.rollback()
-        result["rows"] = _count(cursor, target.q_table) + len(inserted) - len(deleted)
         return result
-    where = " AND ".join("%s = %%s" % quote(c) for c in target.primary_key)
-    for chunk in _chunks(deleted):
-        cursor.executemany("DELETE FROM %s WHERE %s" % (target.q_table, where), chunk)
-    placeholders = ", ".join(["%s"] * len(target.columns))
-    for chunk in _chunks(inserted + updated):
-        cursor.executemany("REPLACE INTO %s (%s) VALUES (%s)"
-                           % (target.q_table, target.q_columns, placeholders), chunk)
-    _delete_changes(cursor, target, [row[0] for row in changes])
-    rows = _count(cursor, target.q_table)
-    if changed or changes:
+    for chunk in _chunks(sorted(deletes, key=repr), 500):
+        cursor.execute("DELETE FROM %s WHERE %s" % (target.q_table,
+                                                    _pk_condition(target, len(chunk))),
+                       [v for pk in chunk for v in pk])
+    if writes:
+        placeholders = ", ".join(["%s"] * len(target.columns))
+        others = [c for c in target.columns if c not in target.primary_key] or target.columns
+        update = ", ".join("%s = VALUES(%s)" % (quote(c), quote(c)) for c in others)
+        for chunk in _chunks(list(writes.values())):
+            cursor.executemany("INSERT INTO %s (%s) VALUES (%s) ON DUPLICATE KEY UPDATE %s"
+                               % (target.q_table, target.q_columns, placeholders, update),
+                               chunk)
+    if not _consume(cursor, target, summary, by_id):
+        conn.rollback()
+        return None
+    if changed or summary[0]:
         _record(cursor, target, "incremental", rows)
     conn.commit()
-    result["rows"] = rows
     return result
 
 
