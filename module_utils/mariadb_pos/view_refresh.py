@@ -208,25 +208,45 @@ def _fetch_by_keys(cursor, qualified, target, keys):
     return found
 
 
-def _pk_condition(target, count):
-    """``(a = %s AND b = %s) OR ...`` for ``count`` primary keys (uses the primary key)."""
-    if len(target.primary_key) == 1:
-        return "%s IN (%s)" % (quote(target.primary_key[0]), ", ".join(["%s"] * count))
-    one = "(%s)" % " AND ".join("%s = %%s" % quote(c) for c in target.primary_key)
-    return " OR ".join([one] * count)
+def _load_keys(cursor, target, pks):
+    """Primary keys into a session temporary table (not written to the binary log in ROW
+    format) to join with: the optimizer looks each one up by the primary key."""
+    q_keys = "%s.%s" % (target.q_db, quote(target.table + "__keys", "table name"))
+    cursor.execute("DROP TEMPORARY TABLE IF EXISTS %s" % q_keys)
+    # CREATE TEMPORARY TABLE does not end the transaction (ALTER TABLE would: no snapshot).
+    using = ", ".join(quote(c) for c in target.primary_key)
+    cursor.execute("CREATE TEMPORARY TABLE %s (PRIMARY KEY (%s)) ENGINE=MEMORY "
+                   "SELECT %s FROM %s LIMIT 0" % (q_keys, using, using, target.q_table))
+    placeholders = ", ".join(["%s"] * len(target.primary_key))
+    for chunk in _chunks(pks):
+        cursor.executemany("INSERT INTO %s VALUES (%s)" % (q_keys, placeholders), chunk)
+    return q_keys, using
 
 
 def _fetch_by_pk(cursor, target, pks):
     """Rows of the table with the given primary keys: {pk: row}."""
     found = {}
+    if not pks:
+        return found
     pk_positions = [target.columns.index(c) for c in target.primary_key]
-    for chunk in _chunks(pks, 500):
-        cursor.execute("SELECT %s FROM %s WHERE %s" % (
-            target.q_columns, target.q_table, _pk_condition(target, len(chunk))),
-            [v for pk in chunk for v in pk])
-        for row in cursor.fetchall():
-            found[tuple(row[i] for i in pk_positions)] = tuple(row)
+    q_keys, using = _load_keys(cursor, target, pks)
+    columns = ", ".join("t.%s" % quote(c) for c in target.columns)
+    cursor.execute("SELECT STRAIGHT_JOIN %s FROM %s AS k JOIN %s AS t USING (%s)"
+                   % (columns, q_keys, target.q_table, using))
+    for row in cursor.fetchall():
+        found[tuple(row[i] for i in pk_positions)] = tuple(row)
+    cursor.execute("DROP TEMPORARY TABLE %s" % q_keys)
     return found
+
+
+def _delete_by_pk(cursor, target, pks):
+    if not pks:
+        return
+    q_keys, _using = _load_keys(cursor, target, pks)
+    on = " AND ".join("t.%s = k.%s" % (quote(c), quote(c)) for c in target.primary_key)
+    cursor.execute("DELETE t FROM %s AS k STRAIGHT_JOIN %s AS t ON %s"
+                   % (q_keys, target.q_table, on))
+    cursor.execute("DROP TEMPORARY TABLE %s" % q_keys)
 
 
 # Additive maintenance of the registered materialized views from the delta ChangeLog rows
@@ -482,10 +502,7 @@ def _incremental_once(conn, cursor, target, spec, check_mode, extra_keys, by_id)
     if check_mode:
         conn.rollback()
         return result
-    for chunk in _chunks(sorted(deletes, key=repr), 500):
-        cursor.execute("DELETE FROM %s WHERE %s" % (target.q_table,
-                                                    _pk_condition(target, len(chunk))),
-                       [v for pk in chunk for v in pk])
+    _delete_by_pk(cursor, target, sorted(deletes, key=repr))
     if writes:
         placeholders = ", ".join(["%s"] * len(target.columns))
         others = [c for c in target.columns if c not in target.primary_key] or target.columns
