@@ -6,7 +6,9 @@ unix socket, ordinary accounts over TCP.
 
 import os
 import secrets
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -18,6 +20,7 @@ REPLICAS = sorted(RUNNER.get_hosts("replicas"))
 LATE_REPLICAS = sorted(RUNNER.get_hosts("late_replicas"))
 ALL_REPLICAS = REPLICAS + LATE_REPLICAS
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 def host(name):
@@ -218,3 +221,35 @@ def test_etl_rows_reached_the_replica(replica):
         on_primary = value(PRIMARY, f"SELECT COUNT(*) FROM pos.{table}")
         assert int(on_primary) > 0, f"the ETL loaded no rows into {table}"
         assert value(replica, f"SELECT COUNT(*) FROM pos.{table}") == on_primary
+
+
+def run_cluster_playbook(tmp_path, host_vars=""):
+    """Run playbooks/mariadb.yml on the grown cluster (late replicas included)."""
+    extra = tmp_path / "grown.yml"
+    extra.write_text(
+        "all:\n  hosts:\n" + (host_vars or "    {}\n")
+        + "  children:\n    mariadb:\n      children:\n        replicas:\n          hosts:\n"
+        + "".join(f"            {name}: {{}}\n" for name in LATE_REPLICAS))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+         "-i", str(extra), "playbooks/mariadb.yml", "-e", "mariadb_replication_wait_retries=5"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_a_wrong_replication_password_fails_naming_the_replica_and_the_cause(tmp_path):
+    replica = REPLICAS[-1]
+    wrong = run_cluster_playbook(tmp_path, f"    {replica}:\n"
+                                 "      mariadb_replication_password: WrongPassword-0123456789\n")
+    output = " ".join(wrong.stdout.split())
+    assert wrong.returncode != 0
+    assert f"Replication on {replica} from" in output and "is not running" in output, output[-3000:]
+    assert "Access denied for user 'repl'" in output
+    assert "WrongPassword" not in wrong.stdout  # no_log keeps the secret out of the output
+    # The replica reports what it is: not healthy.
+    assert replica_status(replica)["Slave_IO_Running"] != "Yes"
+
+    # With the right password again the replica recovers and nothing is missing.
+    healed = run_cluster_playbook(tmp_path)
+    assert healed.returncode == 0, healed.stdout[-3000:]
+    _assert_no_gap()
