@@ -1,6 +1,8 @@
 """One host after the mariadb_server role: service, configuration, secure installation."""
 
 import os
+import subprocess
+from pathlib import Path
 
 import testinfra.utils.ansible_runner
 
@@ -74,3 +76,35 @@ def test_secure_installation_is_not_in_the_binlog(host):
     # Local hardening must not replicate: a replica replaying DROP USER would stop.
     events = host.check_output("mariadb-binlog %s.[0-9]*", variable(host, "log_bin_basename"))
     assert "DROP USER" not in events.upper()
+
+
+def test_a_host_that_is_not_debian_is_refused_with_its_name_and_distribution(tmp_path):
+    """The role refuses another distribution before touching it (a container posing as Rocky)."""
+    name = "mdb-default-not-debian"
+    project = Path(__file__).resolve().parents[3]
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    subprocess.run(["docker", "run", "-d", "--name", name, "mariadb-lab/debian-systemd:12",
+                    "sleep", "infinity"], check=True, capture_output=True)
+    try:
+        subprocess.run(["docker", "exec", name, "sh", "-c",
+                        "rm -f /etc/debian_version /usr/lib/os-release && printf '"
+                        'NAME="Rocky Linux"\\nID="rocky"\\nVERSION_ID="9.4"\\n'
+                        "' > /etc/os-release"], check=True, capture_output=True)
+        playbook = tmp_path / "play.yml"
+        playbook.write_text("- hosts: all\n  roles:\n    - mariadb_server\n")
+        result = subprocess.run(
+            ["ansible-playbook", "-i", f"{name},", "-c", "community.docker.docker",
+             str(playbook)],
+            cwd=project, capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+                 "ANSIBLE_NOCOLOR": "1"})
+        output = " ".join(result.stdout.split())
+        assert result.returncode != 0
+        expected = f"{name} runs Rocky Linux 9.4; this role supports Debian 12"
+        assert expected in output, output[-2000:]
+        # Refused before anything was installed.
+        installed = subprocess.run(["docker", "exec", name, "sh", "-c", "command -v mariadbd"],
+                                   capture_output=True, check=False)
+        assert installed.returncode != 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
