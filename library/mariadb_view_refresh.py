@@ -18,9 +18,14 @@ description:
     C(RENAME TABLE), so a reader never sees a missing, empty or half-built table. When the
     contents did not change (same rows, C(CHECKSUM TABLE)) nothing is swapped and the task
     reports C(changed=false).
-  - C(mode=incremental) recomputes only the keys listed in the C(ChangeLog) table (filled by the
-    schema's triggers) since the last refresh, plus any O(keys) given (an ETL's delta), and writes
-    only the rows that differ. A table that was never refreshed gets a full refresh.
+  - C(mode=incremental) reads, in one consistent snapshot, the C(ChangeLog) rows the schema's
+    triggers wrote since the last refresh. For the tables of the POS schema (C(ProductBuyersMV),
+    C(CustomerPurchasesMV), C(DailySalesMV)) the order and order-line triggers log the signed
+    contribution of each change (C(files/sql/007)); the module adds the summed contributions to
+    the rows of their keys (a row whose count reaches 0 is deleted). Keys a contribution cannot
+    update exactly (names, a removed first/last date, a key new to the table, C(ChangeLog) rows
+    without a contribution) and any O(keys) given (an ETL's delta) are recomputed from the view.
+    Only the rows that differ are written. A table that was never refreshed gets a full refresh.
   - Refreshes of the same table are serialized with C(GET_LOCK).
   - Supports check mode (nothing is written; a full check uses a temporary table, which is not
     written to the binary log) and diff mode (row counts before and after).
@@ -40,7 +45,7 @@ options:
     type: str
     default: pos
   mode:
-    description: C(full) rebuilds and swaps; C(incremental) recomputes only the changed keys.
+    description: C(full) rebuilds and swaps; C(incremental) updates only the changed keys.
     type: str
     choices: [full, incremental]
     default: incremental
@@ -159,6 +164,21 @@ rows_before:
   description: Rows before a full refresh.
   returned: when mode is full
   type: int
+delta_keys:
+  description: Keys whose summed C(ChangeLog) contributions were read (incremental mode).
+  returned: when mode is incremental
+  type: int
+  sample: 2380
+recomputed_keys:
+  description: Key values recomputed from the view (incremental mode).
+  returned: when mode is incremental
+  type: int
+  sample: 3
+refreshed_keys:
+  description: C(delta_keys) + C(recomputed_keys) (incremental mode).
+  returned: when mode is incremental
+  type: int
+  sample: 2383
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -223,15 +223,25 @@ def _load_keys(cursor, target, pks):
     return q_keys, using
 
 
-def _fetch_by_pk(cursor, target, pks):
+def _fetch_by_pk(cursor, target, pks, table_rows=None):
     """Rows of the table with the given primary keys: {pk: row}."""
     found = {}
     if not pks:
         return found
     pk_positions = [target.columns.index(c) for c in target.primary_key]
+    if table_rows is not None and len(pks) * 4 >= table_rows:
+        # A large share of a small table (e.g. most days of DailySalesMV): one scan is cheaper.
+        wanted = set(pks)
+        cursor.execute("SELECT %s FROM %s" % (target.q_columns, target.q_table))
+        for row in cursor.fetchall():
+            pk = tuple(row[i] for i in pk_positions)
+            if pk in wanted:
+                found[pk] = tuple(row)
+        return found
     q_keys, using = _load_keys(cursor, target, pks)
     columns = ", ".join("t.%s" % quote(c) for c in target.columns)
-    cursor.execute("SELECT STRAIGHT_JOIN %s FROM %s AS k JOIN %s AS t USING (%s)"
+    cursor.execute("SELECT STRAIGHT_JOIN %s FROM %s AS k JOIN %s AS t FORCE INDEX (PRIMARY) "
+                   "USING (%s)"
                    % (columns, q_keys, target.q_table, using))
     for row in cursor.fetchall():
         found[tuple(row[i] for i in pk_positions)] = tuple(row)
@@ -244,7 +254,7 @@ def _delete_by_pk(cursor, target, pks):
         return
     q_keys, _using = _load_keys(cursor, target, pks)
     on = " AND ".join("t.%s = k.%s" % (quote(c), quote(c)) for c in target.primary_key)
-    cursor.execute("DELETE t FROM %s AS k STRAIGHT_JOIN %s AS t ON %s"
+    cursor.execute("DELETE t FROM %s AS k STRAIGHT_JOIN %s AS t FORCE INDEX (PRIMARY) ON %s"
                    % (q_keys, target.q_table, on))
     cursor.execute("DROP TEMPORARY TABLE %s" % q_keys)
 
@@ -298,27 +308,52 @@ def _delta_spec(target):
                 insertable=derived >= set(target.columns))
 
 
-def _read_deltas(cursor, target, spec):
-    """Summed delta ChangeLog rows per key: {pk: (adds, firsts, lasts)}."""
-    key = [quote(k) for k in spec["key"]]
-    select = list(key)
-    select += ["SUM(%s)" % quote(src) for _col, src in spec["add"]]
-    for _col, added, removed in spec["first"]:
-        select += ["MIN(%s)" % quote(added), "MIN(%s)" % quote(removed)]
-    for _col, added, removed in spec["last"]:
-        select += ["MAX(%s)" % quote(added), "MAX(%s)" % quote(removed)]
-    cursor.execute("SELECT %s FROM %s WHERE mv_table = %%s AND delta = 1 GROUP BY %s" % (
-        ", ".join(select), target.q_changelog, ", ".join(key)), (target.table,))
-    deltas = {}
-    n_key, n_add = len(key), len(spec["add"])
+def _merge(a, b, pick):
+    return b if a is None else a if b is None else pick(a, b)
+
+
+def _read_changelog(cursor, target, spec):
+    """One pass over the table's ChangeLog rows (one GROUP BY): the keys to recompute
+    {column: {values}}, the summed contributions per primary key {pk: (adds, firsts, lasts)},
+    and (count, lowest change_id, highest change_id)."""
+    keys, deltas, summary = {}, {}, [0, None, None]
+    if not target.changelog_columns:
+        return keys, deltas, tuple(summary)
+    group = list(target.key_columns)
+    if spec is not None:
+        group = ["delta"] + group + [k for k in spec["key"] if k not in group]
+    select = [quote(c) for c in group] + ["COUNT(*)", "MIN(change_id)", "MAX(change_id)"]
+    if spec is not None:
+        select += ["SUM(%s)" % quote(src) for _col, src in spec["add"]]
+        for _col, added, removed in spec["first"]:
+            select += ["MIN(%s)" % quote(added), "MIN(%s)" % quote(removed)]
+        for _col, added, removed in spec["last"]:
+            select += ["MAX(%s)" % quote(added), "MAX(%s)" % quote(removed)]
+    cursor.execute("SELECT %s FROM %s WHERE mv_table = %%s GROUP BY %s" % (
+        ", ".join(select), target.q_changelog, ", ".join(quote(c) for c in group)),
+        (target.table,))
+    n_group = len(group)
     for row in cursor.fetchall():
-        pk, rest = tuple(row[:n_key]), row[n_key:]
+        values = dict(zip(group, row[:n_group], strict=True))
+        count, low, high = row[n_group:n_group + 3]
+        summary[0] += int(count)
+        summary[1] = _merge(summary[1], low, min)
+        summary[2] = _merge(summary[2], high, max)
+        if spec is None or not values["delta"]:
+            for column in target.key_columns:
+                if values[column] is not None:
+                    keys.setdefault(column, set()).add(values[column])
+                    break
+            continue
+        rest = row[n_group + 3:]
+        n_add = len(spec["add"])
         adds = [v or 0 for v in rest[:n_add]]
         dates = rest[n_add:]
-        firsts = [tuple(dates[2 * i:2 * i + 2]) for i in range(len(spec["first"]))]
-        offset = 2 * len(spec["first"])
-        lasts = [tuple(dates[offset + 2 * i:offset + 2 * i + 2])
+        n_first = len(spec["first"])
+        firsts = [tuple(dates[2 * i:2 * i + 2]) for i in range(n_first)]
+        lasts = [tuple(dates[2 * n_first + 2 * i:2 * n_first + 2 * i + 2])
                  for i in range(len(spec["last"]))]
+        pk = tuple(values[k] for k in spec["key"])
         if any(v is None for v in pk):
             # e.g. an order without lines for ProductBuyersMV: it must carry nothing.
             if any(adds) or any(d is not None for pair in firsts + lasts for d in pair):
@@ -326,8 +361,15 @@ def _read_deltas(cursor, target, spec):
                     "ChangeLog of %s.%s has a delta without its key %s: run mode=full"
                     % (target.database, target.table, ", ".join(spec["key"])))
             continue
+        if pk in deltas:  # same key, other values of a column outside the key
+            o_adds, o_firsts, o_lasts = deltas[pk]
+            adds = [x + y for x, y in zip(o_adds, adds, strict=True)]
+            firsts = [(_merge(a1, a2, min), _merge(r1, r2, min))
+                      for (a1, r1), (a2, r2) in zip(o_firsts, firsts, strict=True)]
+            lasts = [(_merge(a1, a2, max), _merge(r1, r2, max))
+                     for (a1, r1), (a2, r2) in zip(o_lasts, lasts, strict=True)]
         deltas[pk] = (adds, firsts, lasts)
-    return deltas
+    return keys, deltas, tuple(summary)
 
 
 def _typed(old, value):
@@ -380,30 +422,6 @@ def _apply_delta(target, spec, old, delta):
     return ("keep", None) if row == old else ("upsert", row)
 
 
-def _changelog_summary(cursor, target):
-    cursor.execute("SELECT COUNT(*), MIN(change_id), MAX(change_id) FROM %s WHERE mv_table = %%s"
-                   % target.q_changelog, (target.table,))
-    count, low, high = cursor.fetchone()
-    return int(count), low, high
-
-
-def _recompute_keys(cursor, target, spec):
-    """Keys named by the ChangeLog rows that ask for a recompute: {column: {values}}."""
-    keys = {}
-    if not target.changelog_columns:
-        return keys
-    select = ", ".join(quote(k) for k in target.key_columns)
-    only = " AND delta = 0" if spec is not None else ""
-    cursor.execute("SELECT DISTINCT %s FROM %s WHERE mv_table = %%s%s"
-                   % (select, target.q_changelog, only), (target.table,))
-    for row in cursor.fetchall():
-        for column, value in zip(target.key_columns, row, strict=True):
-            if value is not None:
-                keys.setdefault(column, set()).add(value)
-                break
-    return keys
-
-
 def _consume(cursor, target, summary, by_id):
     """Delete exactly the ChangeLog rows this refresh read; False if the range held others."""
     count, low, high = summary
@@ -449,17 +467,16 @@ def _incremental_once(conn, cursor, target, spec, check_mode, extra_keys, by_id)
     conn.commit()
     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-    summary = _changelog_summary(cursor, target) if target.changelog_columns else (0, None, None)
-    keys = _recompute_keys(cursor, target, spec)
+    keys, deltas, summary = _read_changelog(cursor, target, spec)
     for column, values in (extra_keys or {}).items():
         keys.setdefault(column, set()).update(v for v in values if v is not None)
 
     writes, deletes, delta_keys = {}, set(), 0
     old_rows = {}
-    if spec is not None and summary[0]:
-        deltas = _read_deltas(cursor, target, spec)
+    if deltas:
         delta_keys = len(deltas)
-        old_rows = _fetch_by_pk(cursor, target, list(deltas))
+        old_rows = _fetch_by_pk(cursor, target, list(deltas),
+                                table_rows=target.registered[3] if target.registered else None)
         pos_by = spec["key"].index(spec["recompute_by"])
         outcomes = {}
         for pk, delta in deltas.items():
