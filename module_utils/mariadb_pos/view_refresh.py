@@ -313,16 +313,23 @@ def _merge(a, b, pick):
 
 
 def _read_changelog(cursor, target, spec):
-    """One pass over the table's ChangeLog rows (one GROUP BY): the keys to recompute
+    """The table's ChangeLog rows, summed in one GROUP BY: the keys to recompute
     {column: {values}}, the summed contributions per primary key {pk: (adds, firsts, lasts)},
     and (count, lowest change_id, highest change_id)."""
-    keys, deltas, summary = {}, {}, [0, None, None]
+    keys, deltas = {}, {}
     if not target.changelog_columns:
-        return keys, deltas, tuple(summary)
+        return keys, deltas, (0, None, None)
     group = list(target.key_columns)
     if spec is not None:
         group = ["delta"] + group + [k for k in spec["key"] if k not in group]
-    select = [quote(c) for c in group] + ["COUNT(*)", "MIN(change_id)", "MAX(change_id)"]
+    # Same snapshot: the count and id range of exactly the rows summed below.
+    cursor.execute("SELECT COUNT(*), MIN(change_id), MAX(change_id) FROM %s WHERE mv_table = %%s"
+                   % target.q_changelog, (target.table,))
+    count, low, high = cursor.fetchone()
+    summary = (int(count), low, high)
+    if not count:
+        return keys, deltas, summary
+    select = [quote(c) for c in group]
     if spec is not None:
         select += ["SUM(%s)" % quote(src) for _col, src in spec["add"]]
         for _col, added, removed in spec["first"]:
@@ -335,17 +342,13 @@ def _read_changelog(cursor, target, spec):
     n_group = len(group)
     for row in cursor.fetchall():
         values = dict(zip(group, row[:n_group], strict=True))
-        count, low, high = row[n_group:n_group + 3]
-        summary[0] += int(count)
-        summary[1] = _merge(summary[1], low, min)
-        summary[2] = _merge(summary[2], high, max)
         if spec is None or not values["delta"]:
             for column in target.key_columns:
                 if values[column] is not None:
                     keys.setdefault(column, set()).add(values[column])
                     break
             continue
-        rest = row[n_group + 3:]
+        rest = row[n_group:]
         n_add = len(spec["add"])
         adds = [v or 0 for v in rest[:n_add]]
         dates = rest[n_add:]
@@ -369,7 +372,7 @@ def _read_changelog(cursor, target, spec):
             lasts = [(_merge(a1, a2, max), _merge(r1, r2, max))
                      for (a1, r1), (a2, r2) in zip(o_lasts, lasts, strict=True)]
         deltas[pk] = (adds, firsts, lasts)
-    return keys, deltas, tuple(summary)
+    return keys, deltas, summary
 
 
 def _typed(old, value):
