@@ -6,10 +6,15 @@ Logic of the ``mariadb_view_refresh`` module, usable without Ansible (tests, ben
   ``RENAME TABLE t TO t__old, t__shadow TO t`` -- a reader never sees a missing, empty or
   half-built table. When the new contents equal the old ones (CHECKSUM TABLE) the shadow is
   dropped and nothing is swapped: changed=False.
-* incremental: read the ChangeLog rows of the table (fed by the triggers of files/sql/004), and
-  for each row the first registered key column that is not NULL names the rows to recompute
-  (``WHERE key IN (...)`` on the view); only rows that really differ are written, and the
-  ChangeLog rows that were read are deleted. A table never refreshed gets a full refresh.
+* incremental: in ONE consistent snapshot, read the ChangeLog rows of the table (fed by the
+  triggers of files/sql/004 and 007). Rows with ``delta = 1`` carry the signed contribution of a
+  change (lines, orders, quantity, amount, dates added/removed): for the tables in DELTA_SPECS
+  they are summed per primary key and added to the rows (``col = col + delta``; a row whose count
+  reaches 0 is deleted). Everything a contribution cannot give exactly is recomputed from the
+  view as before -- for each such row the first registered key column that is not NULL names
+  the rows to recompute (``WHERE key IN (...)`` on the view). Only rows that really differ are
+  written, and exactly the ChangeLog rows that were read are deleted. A table never refreshed
+  gets a full refresh.
 
 Runs on the managed host: stdlib + PyMySQL (Debian's 1.0.2) only. Values always travel as query
 parameters; identifiers (table, view, column names) are checked against a strict pattern and
