@@ -6,6 +6,7 @@ Own database on the session server; every check compares the tables with their v
 from __future__ import annotations
 
 import datetime
+import json
 import random
 import threading
 
@@ -62,8 +63,8 @@ def assert_equal_to_view(conn, table):
 
 
 def deltas(conn, table):
-    return rows(conn, "SELECT customer_id, product_id, sale_date, d_lines, d_orders, "
-                      "d_sold_orders, d_quantity, d_amount, line_added_at IS NOT NULL, "
+    return rows(conn, "SELECT customer_id, product_id, sale_date, order_id, d_lines, d_orders, "
+                      "d_quantity, d_amount, line_added_at IS NOT NULL, "
                       "line_removed_at IS NOT NULL, order_added_at IS NOT NULL, "
                       "order_removed_at IS NOT NULL FROM ChangeLog "
                       "WHERE mv_table = %s AND delta = 1 ORDER BY change_id", (table,))
@@ -84,13 +85,13 @@ def test_triggers_log_signed_contributions(server_db):
     price2 = scalar(conn, "SELECT current_price FROM Product WHERE product_id = 2")
     price4 = scalar(conn, "SELECT current_price FROM Product WHERE product_id = 4")
     expected = [
-        (3, None, day, 0, 1, 0, 0, 0, 0, 0, 1, 0),                # order placed
-        (3, 2, day, 1, 0, 1, 3, 3 * price2, 1, 0, 0, 0),          # its first line
-        (3, 4, day, 1, 0, 0, 1, price4, 1, 0, 0, 0),              # a second line
-        (3, 2, day, 0, 0, 0, 2, 2 * price2, 0, 0, 0, 0),          # quantity 3 -> 5
-        (3, 2, day, -1, 0, 0, -5, -5 * price2, 0, 1, 0, 0),       # a line removed ...
-        (3, 4, day, -1, 0, -1, -1, -price4, 0, 1, 0, 0),          # ... and the last one
-        (3, None, day, 0, -1, 0, 0, 0, 0, 0, 0, 1)]               # order removed
+        (3, None, day, 900, 0, 1, 0, 0, 0, 0, 1, 0),              # order placed
+        (3, 2, day, 900, 1, 0, 3, 3 * price2, 1, 0, 0, 0),        # a line
+        (3, 4, day, 900, 1, 0, 1, price4, 1, 0, 0, 0),            # another line
+        (3, 2, day, 900, 0, 0, 2, 2 * price2, 0, 0, 0, 0),        # quantity 3 -> 5
+        (3, 2, day, 900, -1, 0, -5, -5 * price2, 0, 1, 0, 0),     # a line removed ...
+        (3, 4, day, 900, -1, 0, -1, -price4, 0, 1, 0, 0),         # ... and the other one
+        (3, None, day, 900, 0, -1, 0, 0, 0, 0, 0, 1)]             # order removed
     for table in MVS:
         assert deltas(conn, table) == expected, table
     for table in MVS:
@@ -130,6 +131,64 @@ def test_last_line_of_a_day_removes_its_row_and_a_new_day_is_added(server_db):
     assert scalar(conn, "SELECT COUNT(*) FROM DailySalesMV WHERE sale_date = '2030-01-02'") == 0
     for table in MVS:
         do_refresh(server, table)
+        assert_equal_to_view(conn, table)
+
+
+def test_orders_count_for_a_day_once_they_have_lines(server_db):
+    """DailySales counts the orders WITH lines: first line +1, last line -1, others 0."""
+    server, conn = server_db
+    full_all(server)
+    day = "2024-03-05"
+    before = scalar(conn, "SELECT order_count FROM DailySalesMV WHERE sale_date = %s", (day,))
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO `Order` (order_id, customer_id, date_placed) "
+                    "VALUES (902, 4, '2024-03-05 23:00:00'), (903, 5, '2024-03-05 23:30:00')")
+        cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) "
+                    "VALUES (902, 1, 1), (902, 2, 1), (903, 3, 1)")
+    result = do_refresh(server, "DailySalesMV")
+    assert result["recomputed_keys"] == 0 and result["updated"] == 1
+    assert scalar(conn, "SELECT order_count FROM DailySalesMV WHERE sale_date = %s",
+                  (day,)) == before + 2
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM OrderLine WHERE order_id = 902 AND product_id = 1")  # one left
+        cur.execute("DELETE FROM OrderLine WHERE order_id = 903")  # its only line
+        cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) VALUES (903, 4, 2)")
+        cur.execute("DELETE FROM OrderLine WHERE order_id = 903")
+    result = do_refresh(server, "DailySalesMV")
+    assert result["recomputed_keys"] == 0
+    assert scalar(conn, "SELECT order_count FROM DailySalesMV WHERE sale_date = %s",
+                  (day,)) == before + 1
+    assert_equal_to_view(conn, "DailySalesMV")
+
+
+def test_concurrent_orders_neither_deadlock_nor_drift(server_db):
+    """The triggers take no extra locks: orders placed at the same time never deadlock."""
+    server, conn = server_db
+    full_all(server)
+    errors = []
+
+    def clerk(seed_):
+        rnd = random.Random(seed_)
+        cconn = server.connect(database=DB)
+        try:
+            for _ in range(40):
+                lines = [{"product_id": p, "quantity": 1} for p in rnd.sample(range(1, 7), 3)]
+                with cconn.cursor() as cur:
+                    cur.execute("CALL place_order(%s, %s, @o)",
+                                (rnd.randint(1, 8), json.dumps(lines)))
+        except pymysql.MySQLError as error:
+            errors.append(error)
+        finally:
+            cconn.close()
+
+    threads = [threading.Thread(target=clerk, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for table in MVS:
+        assert do_refresh(server, table)["mode"] == "incremental"
         assert_equal_to_view(conn, table)
 
 

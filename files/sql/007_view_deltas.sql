@@ -4,8 +4,10 @@
 -- the incremental refresh recomputed those keys from the view. Random changes to 1 % of the
 -- orders touch most days and many customers, so recomputing could not be made cheap enough.
 -- From here on the order and order-line triggers also log the signed CONTRIBUTION of the
--- change (delta = 1): lines, orders, orders with lines, quantity, amount, and the order date
--- added or removed (for first/last-order columns). The refresh adds the summed contributions
+-- change (delta = 1): order, lines, orders, quantity, amount, and the order date added or
+-- removed (for first/last-order columns). The triggers read nothing but the order's customer
+-- and date (no locking read, so concurrent orders never wait for each other); whether an order
+-- gained its first or lost its last line is worked out by the refresh, in its snapshot. The refresh adds the summed contributions
 -- to the rows of the keys (col = col + delta), deletes a row whose count reaches 0, and still
 -- recomputes from the view what a delta cannot give exactly (names, a removed first/last date,
 -- keys new to the table, rows logged with delta = 0). See docs/schema.md.
@@ -23,8 +25,7 @@ ALTER TABLE ChangeLog
         COMMENT '1: the columns below are the signed contribution; 0: recompute the key',
     ADD COLUMN IF NOT EXISTS d_lines INT NOT NULL DEFAULT 0 COMMENT 'order lines',
     ADD COLUMN IF NOT EXISTS d_orders INT NOT NULL DEFAULT 0 COMMENT 'orders',
-    ADD COLUMN IF NOT EXISTS d_sold_orders INT NOT NULL DEFAULT 0
-        COMMENT 'orders with at least one line',
+    ADD COLUMN IF NOT EXISTS order_id INT UNSIGNED NULL COMMENT 'the order whose lines changed',
     ADD COLUMN IF NOT EXISTS d_quantity BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS d_amount DECIMAL(42,2) NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS line_added_at DATETIME NULL COMMENT 'date of an added line',
@@ -37,8 +38,8 @@ DELIMITER //
 -- One delta ChangeLog row per registered materialized view (same keys as log_change).
 CREATE OR REPLACE PROCEDURE log_delta(IN p_customer_id INT UNSIGNED,
                                       IN p_product_id INT UNSIGNED,
-                                      IN p_sale_date DATE,
-                                      IN p_lines INT, IN p_orders INT, IN p_sold_orders INT,
+                                      IN p_sale_date DATE, IN p_order_id INT UNSIGNED,
+                                      IN p_lines INT, IN p_orders INT,
                                       IN p_quantity BIGINT, IN p_amount DECIMAL(42,2),
                                       IN p_line_added_at DATETIME,
                                       IN p_line_removed_at DATETIME,
@@ -47,42 +48,28 @@ CREATE OR REPLACE PROCEDURE log_delta(IN p_customer_id INT UNSIGNED,
     MODIFIES SQL DATA
     COMMENT 'internal: called by the triggers'
 BEGIN
-    INSERT INTO ChangeLog (mv_table, customer_id, product_id, sale_date, delta, d_lines,
-                           d_orders, d_sold_orders, d_quantity, d_amount, line_added_at,
+    INSERT INTO ChangeLog (mv_table, customer_id, product_id, sale_date, delta, order_id,
+                           d_lines, d_orders, d_quantity, d_amount, line_added_at,
                            line_removed_at, order_added_at, order_removed_at)
-    SELECT mv_table, p_customer_id, p_product_id, p_sale_date, 1, p_lines, p_orders,
-           p_sold_orders, p_quantity, p_amount, p_line_added_at, p_line_removed_at,
+    SELECT mv_table, p_customer_id, p_product_id, p_sale_date, 1, p_order_id, p_lines,
+           p_orders, p_quantity, p_amount, p_line_added_at, p_line_removed_at,
            p_order_added_at, p_order_removed_at
       FROM MaterializedView;
 END //
 
--- A line added to (p_sign = 1) or removed from (p_sign = -1) an order. The count of the
--- order's lines is a locking read: it sees every committed line (not an older snapshot), so
--- "first line of the order" / "last line removed" is exact.
+-- A line added to (p_sign = 1) or removed from (p_sign = -1) an order.
 CREATE OR REPLACE PROCEDURE log_line_delta(IN p_sign INT, IN p_order_id INT UNSIGNED,
                                            IN p_product_id INT UNSIGNED, IN p_quantity INT,
-                                           IN p_unit_price DECIMAL(10,2),
-                                           IN p_order_changes BOOLEAN)
+                                           IN p_unit_price DECIMAL(10,2))
     MODIFIES SQL DATA
     COMMENT 'internal: called by the triggers'
 BEGIN
     DECLARE v_customer_id INT UNSIGNED DEFAULT NULL;
     DECLARE v_placed DATETIME DEFAULT NULL;
-    DECLARE v_lines BIGINT DEFAULT 0;
-    DECLARE v_sold INT DEFAULT 0;
     SELECT customer_id, date_placed INTO v_customer_id, v_placed
     FROM `Order` WHERE order_id = p_order_id;
     IF v_customer_id IS NOT NULL THEN
-        IF p_order_changes THEN
-            SELECT COUNT(*) INTO v_lines FROM OrderLine WHERE order_id = p_order_id
-                LOCK IN SHARE MODE;
-            IF p_sign > 0 AND v_lines = 1 THEN
-                SET v_sold = 1;
-            ELSEIF p_sign < 0 AND v_lines = 0 THEN
-                SET v_sold = -1;
-            END IF;
-        END IF;
-        CALL log_delta(v_customer_id, p_product_id, DATE(v_placed), p_sign, 0, v_sold,
+        CALL log_delta(v_customer_id, p_product_id, DATE(v_placed), p_order_id, p_sign, 0,
                        p_sign * p_quantity, p_sign * p_quantity * p_unit_price,
                        IF(p_sign > 0, v_placed, NULL), IF(p_sign < 0, v_placed, NULL),
                        NULL, NULL);
@@ -96,7 +83,7 @@ trg: BEGIN
     END IF;
     UPDATE Product SET quantity_on_hand = quantity_on_hand - NEW.quantity
     WHERE product_id = NEW.product_id;
-    CALL log_line_delta(1, NEW.order_id, NEW.product_id, NEW.quantity, NEW.unit_price, TRUE);
+    CALL log_line_delta(1, NEW.order_id, NEW.product_id, NEW.quantity, NEW.unit_price);
 END //
 
 CREATE OR REPLACE TRIGGER OrderLine_after_update AFTER UPDATE ON OrderLine FOR EACH ROW
@@ -117,17 +104,15 @@ trg: BEGIN
         SELECT customer_id, date_placed INTO v_customer_id, v_placed
         FROM `Order` WHERE order_id = OLD.order_id;
         IF v_customer_id IS NOT NULL THEN
-            CALL log_delta(v_customer_id, OLD.product_id, DATE(v_placed), 0, 0, 0,
+            CALL log_delta(v_customer_id, OLD.product_id, DATE(v_placed), OLD.order_id, 0, 0,
                            NEW.quantity - OLD.quantity,
                            NEW.quantity * NEW.unit_price - OLD.quantity * OLD.unit_price,
                            NULL, NULL, NULL, NULL);
         END IF;
     ELSE
         -- Moved to another product and/or order: removed from the old, added to the new.
-        CALL log_line_delta(-1, OLD.order_id, OLD.product_id, OLD.quantity, OLD.unit_price,
-                            NOT (NEW.order_id <=> OLD.order_id));
-        CALL log_line_delta(1, NEW.order_id, NEW.product_id, NEW.quantity, NEW.unit_price,
-                            NOT (NEW.order_id <=> OLD.order_id));
+        CALL log_line_delta(-1, OLD.order_id, OLD.product_id, OLD.quantity, OLD.unit_price);
+        CALL log_line_delta(1, NEW.order_id, NEW.product_id, NEW.quantity, NEW.unit_price);
     END IF;
 END //
 
@@ -138,7 +123,7 @@ trg: BEGIN
     END IF;
     UPDATE Product SET quantity_on_hand = quantity_on_hand + OLD.quantity
     WHERE product_id = OLD.product_id;
-    CALL log_line_delta(-1, OLD.order_id, OLD.product_id, OLD.quantity, OLD.unit_price, TRUE);
+    CALL log_line_delta(-1, OLD.order_id, OLD.product_id, OLD.quantity, OLD.unit_price);
 END //
 
 -- A new order has no lines yet: it counts for its customer only.
@@ -147,7 +132,7 @@ trg: BEGIN
     IF @pos_bulk_load <=> 1 THEN
         LEAVE trg;
     END IF;
-    CALL log_delta(NEW.customer_id, NULL, DATE(NEW.date_placed), 0, 1, 0, 0, 0,
+    CALL log_delta(NEW.customer_id, NULL, DATE(NEW.date_placed), NEW.order_id, 0, 1, 0, 0,
                    NULL, NULL, NEW.date_placed, NULL);
 END //
 
@@ -173,7 +158,7 @@ trg: BEGIN
     IF @pos_bulk_load <=> 1 THEN
         LEAVE trg;
     END IF;
-    CALL log_delta(OLD.customer_id, NULL, DATE(OLD.date_placed), 0, -1, 0, 0, 0,
+    CALL log_delta(OLD.customer_id, NULL, DATE(OLD.date_placed), OLD.order_id, 0, -1, 0, 0,
                    NULL, NULL, NULL, OLD.date_placed);
 END //
 

@@ -283,11 +283,11 @@ DELTA_SPECS = {
         first=(("first_order_at", "order_added_at", "order_removed_at"),),
         last=(("last_order_at", "order_added_at", "order_removed_at"),),
         count=None),
+    # order_count counts the orders WITH lines: worked out per order (see _orders_with_lines).
     "DailySalesMV": dict(
         view="DailySales", key=("sale_date",),
-        add=(("order_count", "d_sold_orders"), ("item_count", "d_quantity"),
-             ("revenue", "d_amount")),
-        first=(), last=(), count="order_count"),
+        add=(("order_count", None), ("item_count", "d_quantity"), ("revenue", "d_amount")),
+        first=(), last=(), count="order_count", orders_with_lines="order_count"),
 }
 
 
@@ -298,8 +298,10 @@ def _delta_spec(target):
         return None
     if list(spec["key"]) != list(target.primary_key):
         return None
-    sources = [src for _col, src in spec["add"]]
+    sources = [src for _col, src in spec["add"] if src is not None]
     sources += [c for entry in spec["first"] + spec["last"] for c in entry[1:]]
+    if spec.get("orders_with_lines"):
+        sources += ["order_id", "d_lines"]
     columns = [col for col, _src in spec["add"]] + [e[0] for e in spec["first"] + spec["last"]]
     if not set(sources) <= target.changelog_columns or not set(columns) <= set(target.columns):
         return None
@@ -336,15 +338,18 @@ def _read_changelog(cursor, target, spec):
         return keys, deltas, summary
     select = [quote(c) for c in group]
     if spec is not None:
-        select += ["SUM(%s)" % quote(src) for _col, src in spec["add"]]
+        select += ["SUM(%s)" % quote(src) if src else "0" for _col, src in spec["add"]]
         for _col, added, removed in spec["first"]:
             select += ["MIN(%s)" % quote(added), "MIN(%s)" % quote(removed)]
         for _col, added, removed in spec["last"]:
             select += ["MAX(%s)" % quote(added), "MAX(%s)" % quote(removed)]
+        if spec.get("orders_with_lines"):
+            select.append("MAX(`d_lines` <> 0)")  # some order gained or lost lines
     cursor.execute("SELECT %s FROM %s WHERE mv_table = %%s GROUP BY %s" % (
         ", ".join(select), target.q_changelog, ", ".join(quote(c) for c in group)),
         (target.table,))
     n_group = len(group)
+    line_changes = False
     for row in cursor.fetchall():
         values = dict(zip(group, row[:n_group], strict=True))
         if spec is None or not values["delta"]:
@@ -354,6 +359,8 @@ def _read_changelog(cursor, target, spec):
                     break
             continue
         rest = row[n_group:]
+        if spec.get("orders_with_lines") and rest[-1]:
+            line_changes = True
         n_add = len(spec["add"])
         adds = [v or 0 for v in rest[:n_add]]
         dates = rest[n_add:]
@@ -377,7 +384,38 @@ def _read_changelog(cursor, target, spec):
             lasts = [(_merge(a1, a2, max), _merge(r1, r2, max))
                      for (a1, r1), (a2, r2) in zip(o_lasts, lasts, strict=True)]
         deltas[pk] = (adds, firsts, lasts)
+    if line_changes:
+        _orders_with_lines(cursor, target, spec, keys, deltas)
     return keys, deltas, summary
+
+
+def _orders_with_lines(cursor, target, spec, keys, deltas):
+    """Add to the count column (spec["orders_with_lines"]) of each day the orders that gained
+    their first line (+1) or lost their last one (-1) since the last refresh: per order, the
+    lines it has now (this snapshot) minus the lines the ChangeLog added gives the lines it had.
+    Runs only when some order's number of lines changed (not for quantity changes)."""
+    key = quote(spec["key"][0])
+    cursor.execute("SELECT %s, order_id, SUM(d_lines) FROM %s WHERE mv_table = %%s AND delta = 1 "
+                   "AND d_lines <> 0 GROUP BY %s, order_id HAVING SUM(d_lines) <> 0"
+                   % (key, target.q_changelog, key), (target.table,))
+    changed = cursor.fetchall()
+    now = {}
+    for chunk in _chunks(sorted({row[1] for row in changed})):
+        cursor.execute("SELECT o.order_id, DATE(o.date_placed), (SELECT COUNT(*) FROM %s.OrderLine "
+                       "AS ol WHERE ol.order_id = o.order_id) FROM %s.`Order` AS o "
+                       "WHERE o.order_id IN (%s)" % (target.q_db, target.q_db,
+                                                     ", ".join(["%s"] * len(chunk))), chunk)
+        for order_id, day, lines in cursor.fetchall():
+            now[order_id] = (day, int(lines))
+    position = [c for c, _src in spec["add"]].index(spec["orders_with_lines"])
+    for day, order_id, added in changed:
+        current_day, lines = now.get(order_id, (None, 0))
+        lines_now = lines if current_day == day else 0
+        lines_before = lines_now - int(added)
+        if lines_before < 0 or (day,) not in deltas:  # moved or renumbered order: recompute
+            keys.setdefault(spec["key"][0], set()).add(day)
+            continue
+        deltas[(day,)][0][position] += (lines_now > 0) - (lines_before > 0)
 
 
 def _typed(old, value):
