@@ -6,9 +6,11 @@ SQL files name no database; the role applies them in `pos`).
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from mariadb_pos.schema_files import sql_files
+from mariadb_pos.view_refresh import refresh
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = REPO_ROOT / "files" / "sql"
@@ -51,3 +53,42 @@ def rows(conn, sql: str, params=None):
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return list(cur.fetchall())
+
+
+# Materialized-view tables, their source views and a total order of their rows.
+MATERIALIZED_VIEWS = {"ProductBuyersMV": ("ProductBuyers", "product_id, customer_id"),
+                      "CustomerPurchasesMV": ("CustomerPurchases", "customer_id"),
+                      "DailySalesMV": ("DailySales", "sale_date")}
+ORDERS_START = datetime.datetime(2024, 3, 1, 9, 0, 0)
+
+
+def create_schema_with_orders(server, database: str, stock: int):
+    """A fresh schema with 8 customers, 6 products and 40 orders of one or two lines each."""
+    create_schema(server, database)
+    conn = server.connect(database=database)
+    seed(conn, customers=8, products=6, stock=stock)
+    with conn.cursor() as cur:
+        for order_id in range(1, 41):
+            cur.execute("INSERT INTO `Order` (order_id, customer_id, date_placed) "
+                        "VALUES (%s, %s, %s)",
+                        (order_id, 1 + order_id % 8,
+                         ORDERS_START + datetime.timedelta(hours=13 * order_id)))
+            for product_id in {1 + order_id % 6, 1 + (order_id * 7) % 6}:
+                cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) "
+                            "VALUES (%s, %s, %s)", (order_id, product_id, 1 + order_id % 4))
+    return conn
+
+
+def refresh_on_new_connection(server, database: str, table: str, **kwargs):
+    """One refresh on its own connection, as one module run would do it."""
+    conn = server.connect(database=database)
+    try:
+        return refresh(conn, database, table, **kwargs)
+    finally:
+        conn.close()
+
+
+def assert_equal_to_view(conn, table: str) -> None:
+    view, order = MATERIALIZED_VIEWS[table]
+    assert rows(conn, f"SELECT * FROM {table} ORDER BY {order}") == rows(
+        conn, f"SELECT * FROM {view} ORDER BY {order}"), table

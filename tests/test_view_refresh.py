@@ -10,30 +10,24 @@ import pymysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mariadb_pos.view_refresh import ViewRefreshError, refresh
+from mariadb_pos.view_refresh import ViewRefreshError
 
-from tests.test_schema_helpers import create_schema, rows, scalar, seed
+from tests.test_schema_helpers import (
+    MATERIALIZED_VIEWS,
+    ORDERS_START,
+    assert_equal_to_view,
+    create_schema_with_orders,
+    refresh_on_new_connection,
+    rows,
+    scalar,
+)
 
 DB = "pos_t_refresh"
-MVS = {"ProductBuyersMV": ("ProductBuyers", "product_id, customer_id"),
-       "CustomerPurchasesMV": ("CustomerPurchases", "customer_id"),
-       "DailySalesMV": ("DailySales", "sale_date")}
-START = datetime.datetime(2024, 3, 1, 9, 0, 0)
 
 
 @pytest.fixture(scope="module")
 def server_db(mariadb_server):
-    create_schema(mariadb_server, DB)
-    conn = mariadb_server.connect(database=DB)
-    seed(conn, customers=8, products=6, stock=100000)
-    with conn.cursor() as cur:
-        for order_id in range(1, 41):
-            cur.execute("INSERT INTO `Order` (order_id, customer_id, date_placed) "
-                        "VALUES (%s, %s, %s)", (order_id, 1 + order_id % 8,
-                                               START + datetime.timedelta(hours=13 * order_id)))
-            for product_id in {1 + order_id % 6, 1 + (order_id * 7) % 6}:
-                cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) "
-                            "VALUES (%s, %s, %s)", (order_id, product_id, 1 + order_id % 4))
+    conn = create_schema_with_orders(mariadb_server, DB, stock=100000)
     yield mariadb_server, conn
     conn.close()
 
@@ -48,20 +42,10 @@ def fresh(mariadb_server):
 
 
 def do_refresh(mariadb_server, table, **kwargs):
-    conn = fresh(mariadb_server)
-    try:
-        return refresh(conn, DB, table, **kwargs)
-    finally:
-        conn.close()
+    return refresh_on_new_connection(mariadb_server, DB, table, **kwargs)
 
 
-def assert_equal_to_view(conn, table):
-    view, order = MVS[table]
-    assert rows(conn, f"SELECT * FROM {table} ORDER BY {order}") == rows(
-        conn, f"SELECT * FROM {view} ORDER BY {order}"), table
-
-
-@pytest.mark.parametrize("table", sorted(MVS))
+@pytest.mark.parametrize("table", sorted(MATERIALIZED_VIEWS))
 def test_full_refresh_equals_a_fresh_select_and_is_idempotent(server_db, table):
     server, conn = server_db
     first = do_refresh(server, table, mode="full")
@@ -154,7 +138,8 @@ def apply_change(conn, change):
                         (customers[b % len(customers)], orders[a % len(orders)]))
         elif kind == "redate_order" and orders:
             cur.execute("UPDATE `Order` SET date_placed = %s WHERE order_id = %s",
-                        (START + datetime.timedelta(hours=b % 2000), orders[a % len(orders)]))
+                        (ORDERS_START + datetime.timedelta(hours=b % 2000),
+                         orders[a % len(orders)]))
         elif kind == "rename_product":
             cur.execute("UPDATE Product SET name = %s WHERE product_id = %s",
                         (f"Product {b % 4}", 1 + a % 6))
@@ -175,11 +160,11 @@ def apply_change(conn, change):
 @given(changes=st.lists(CHANGE, min_size=1, max_size=8))
 def test_incremental_refresh_equals_full_after_random_changes(server_db, changes):
     server, conn = server_db
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         do_refresh(server, table, mode="full")
     for change in changes:
         apply_change(conn, change)
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         result = do_refresh(server, table, mode="incremental")
         assert result["mode"] == "incremental"
         assert_equal_to_view(conn, table)

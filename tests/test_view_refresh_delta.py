@@ -14,52 +14,34 @@ import pymysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mariadb_pos.view_refresh import refresh
 
-from tests.test_schema_helpers import create_schema, rows, scalar, seed
+from tests.test_schema_helpers import (
+    MATERIALIZED_VIEWS,
+    assert_equal_to_view,
+    create_schema_with_orders,
+    refresh_on_new_connection,
+    rows,
+    scalar,
+)
 from tests.test_view_refresh import CHANGE, apply_change
 
 DB = "pos_t_delta"
-MVS = {"ProductBuyersMV": ("ProductBuyers", "product_id, customer_id"),
-       "CustomerPurchasesMV": ("CustomerPurchases", "customer_id"),
-       "DailySalesMV": ("DailySales", "sale_date")}
-START = datetime.datetime(2024, 3, 1, 9, 0, 0)
 
 
 @pytest.fixture(scope="module")
 def server_db(mariadb_server):
-    create_schema(mariadb_server, DB)
-    conn = mariadb_server.connect(database=DB)
-    seed(conn, customers=8, products=6, stock=1000000)
-    with conn.cursor() as cur:
-        for order_id in range(1, 41):
-            cur.execute("INSERT INTO `Order` (order_id, customer_id, date_placed) "
-                        "VALUES (%s, %s, %s)", (order_id, 1 + order_id % 8,
-                                               START + datetime.timedelta(hours=13 * order_id)))
-            for product_id in {1 + order_id % 6, 1 + (order_id * 7) % 6}:
-                cur.execute("INSERT INTO OrderLine (order_id, product_id, quantity) "
-                            "VALUES (%s, %s, %s)", (order_id, product_id, 1 + order_id % 4))
+    conn = create_schema_with_orders(mariadb_server, DB, stock=1000000)
     yield mariadb_server, conn
     conn.close()
 
 
 def do_refresh(server, table, **kwargs):
-    conn = server.connect(database=DB)
-    try:
-        return refresh(conn, DB, table, **kwargs)
-    finally:
-        conn.close()
+    return refresh_on_new_connection(server, DB, table, **kwargs)
 
 
 def full_all(server):
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         do_refresh(server, table, mode="full")
-
-
-def assert_equal_to_view(conn, table):
-    view, order = MVS[table]
-    assert rows(conn, f"SELECT * FROM {table} ORDER BY {order}") == rows(
-        conn, f"SELECT * FROM {view} ORDER BY {order}"), table
 
 
 def deltas(conn, table):
@@ -92,9 +74,9 @@ def test_triggers_log_signed_contributions(server_db):
         (3, 2, day, 900, -1, 0, -5, -5 * price2, 0, 1, 0, 0),     # a line removed ...
         (3, 4, day, 900, -1, 0, -1, -price4, 0, 1, 0, 0),         # ... and the other one
         (3, None, day, 900, 0, -1, 0, 0, 0, 0, 0, 1)]             # order removed
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         assert deltas(conn, table) == expected, table
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         result = do_refresh(server, table)
         assert result["changed"] is False and result["consumed_changes"] == 7, table
         assert scalar(conn, "SELECT COUNT(*) FROM ChangeLog WHERE mv_table = %s", (table,)) == 0
@@ -105,7 +87,7 @@ def test_quantity_changes_are_added_without_recomputing(server_db):
     full_all(server)
     with conn.cursor() as cur:
         cur.execute("UPDATE OrderLine SET quantity = quantity + 2 WHERE order_id IN (3, 17, 29)")
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         result = do_refresh(server, table)
         assert result["mode"] == "incremental" and result["changed"] is True, table
         assert result["recomputed_keys"] == 0 and result["delta_keys"] > 0, (table, result)
@@ -129,7 +111,7 @@ def test_last_line_of_a_day_removes_its_row_and_a_new_day_is_added(server_db):
     result = do_refresh(server, "DailySalesMV")
     assert (result["deleted"], result["recomputed_keys"]) == (1, 0)
     assert scalar(conn, "SELECT COUNT(*) FROM DailySalesMV WHERE sale_date = '2030-01-02'") == 0
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         do_refresh(server, table)
         assert_equal_to_view(conn, table)
 
@@ -187,7 +169,7 @@ def test_concurrent_orders_neither_deadlock_nor_drift(server_db):
     for thread in threads:
         thread.join()
     assert errors == []
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         assert do_refresh(server, table)["mode"] == "incremental"
         assert_equal_to_view(conn, table)
 
@@ -202,7 +184,7 @@ def test_removing_the_first_order_recomputes_first_and_last_dates(server_db):
     with conn.cursor() as cur:
         cur.execute("DELETE FROM OrderLine WHERE order_id = %s", (first,))
         cur.execute("DELETE FROM `Order` WHERE order_id = %s", (first,))
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         result = do_refresh(server, table)
         assert result["changed"] is True, table
         assert_equal_to_view(conn, table)
@@ -234,7 +216,7 @@ def test_chained_incremental_refreshes_stay_equal_to_the_view(server_db, rounds)
     for changes in rounds:
         for change in changes:
             apply_change(conn, change)
-        for table in MVS:
+        for table in MATERIALIZED_VIEWS:
             assert do_refresh(server, table)["mode"] == "incremental"
             assert_equal_to_view(conn, table)
 
@@ -266,13 +248,13 @@ def test_changes_committed_during_refreshes_are_counted_once(server_db):
     thread.start()
     try:
         for round_ in range(12):
-            for table in MVS:
+            for table in MATERIALIZED_VIEWS:
                 do_refresh(server, table, mode="full" if round_ % 3 == 0 else "incremental")
     finally:
         stop.set()
         thread.join()
     assert errors == []
-    for table in MVS:
+    for table in MATERIALIZED_VIEWS:
         do_refresh(server, table)
         assert_equal_to_view(conn, table)
 
