@@ -19,3 +19,8 @@ molecule:
 	bash scripts/test.sh default replication replication-debian13
 bench-site:     ## first vs second site.yml run on a fresh lab
 	.venv/bin/python bench/bench_site.py
+bench-etl:      ## CSV ETL at 1,000,000 order lines vs raw LOAD DATA, executemany and to_sql
+	.venv/bin/pip install -q -r requirements-bench.txt
+	.venv/bin/python bench/bench_etl.py
+bench-refresh:  ## incremental vs full materialized-view refresh at 1,000,000 order lines
+	.venv/bin/python bench/bench_view_refresh.py
