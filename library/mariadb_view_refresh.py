@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: refresh a materialized view (table) of the POS database."""
 
 from __future__ import absolute_import, division, print_function
@@ -32,8 +32,8 @@ description:
 version_added: "1.0.0"
 author:
   - POS cluster maintainers
-requirements:
-  - PyMySQL (Debian package python3-pymysql)
+extends_documentation_fragment:
+  - mariadb_pos_login
 options:
   name:
     description: The materialized view table, for example C(ProductBuyersMV).
@@ -68,30 +68,6 @@ options:
     description: Seconds to wait for another refresh of the same table to finish.
     type: int
     default: 60
-  login_user:
-    description: Account to connect as.
-    type: str
-    default: root
-  login_password:
-    description: Its password (not needed for root over the unix socket).
-    type: str
-    default: ""
-  login_host:
-    description: Server host; C(localhost) uses O(login_unix_socket).
-    type: str
-    default: localhost
-  login_port:
-    description: TCP port when not using the socket.
-    type: int
-    default: 3306
-  login_unix_socket:
-    description: Unix socket of the server.
-    type: str
-    default: /run/mysqld/mysqld.sock
-  connect_timeout:
-    description: Connection timeout in seconds.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
@@ -143,6 +119,16 @@ view:
   returned: always
   type: str
   sample: ProductBuyers
+table:
+  description: The materialized view table refreshed (O(name)).
+  returned: always
+  type: str
+  sample: ProductBuyersMV
+database:
+  description: The database of the table (O(database)).
+  returned: always
+  type: str
+  sample: pos
 consumed_changes:
   description: ChangeLog rows read (and deleted, outside check mode).
   returned: always
@@ -183,17 +169,18 @@ refreshed_keys:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mariadb_pos.db import (
-    CONNECTION_ARGUMENT_SPEC,
     HAS_PYMYSQL,
+    PYMYSQL_MISSING,
     ConnectionError_,
-    connect,
+    connect_from_params,
+    connection_argument_spec,
     pymysql,
 )
 from ansible.module_utils.mariadb_pos.view_refresh import ViewRefreshError, refresh
 
 
 def main():
-    argument_spec = dict(
+    argument_spec = connection_argument_spec(
         name=dict(type="str", required=True, aliases=["table"]),
         database=dict(type="str", default="pos"),
         mode=dict(type="str", choices=["full", "incremental"], default="incremental"),
@@ -202,19 +189,17 @@ def main():
         keys=dict(type="dict"),
         lock_timeout=dict(type="int", default=60),
     )
-    argument_spec.update(CONNECTION_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not HAS_PYMYSQL:
-        module.fail_json(msg="the PyMySQL library is required (Debian package python3-pymysql)")
+        module.fail_json(msg=PYMYSQL_MISSING)
     params = module.params
     keys = params["keys"]
     if keys is not None:
         for column, values in keys.items():
             if not isinstance(values, list):
                 module.fail_json(msg="keys.%s must be a list of values" % column)
-    connection_options = dict((k, params[k]) for k in CONNECTION_ARGUMENT_SPEC)
     try:
-        conn = connect(**connection_options)
+        conn = connect_from_params(params)
     except ConnectionError_ as error:
         module.fail_json(msg=str(error))
     try:
