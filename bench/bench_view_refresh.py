@@ -4,15 +4,15 @@
                                                  [--changed 0.01] [--seed 7]
 
 Starts a throw-away MariaDB (tests/support/mariadb_instance.py: binlog ROW, GTID), applies
-files/sql, bulk-loads (as the ETL does, @pos_bulk_load = 1) orders * lines-per-order order lines
-(default 1,000,000) over 50,000 customers, 1,000 products and three years, then for each
-materialized view:
+files/sql (with the loader roles/pos_schema uses), bulk-loads (as the ETL does,
+@pos_bulk_load = 1) orders * lines-per-order order lines (default 1,000,000) over 50,000
+customers, 1,000 products and three years, then for each materialized view:
 
 * full         -- mariadb_view_refresh full refresh (shadow table + atomic RENAME) of the data;
 * incremental  -- after changing 1 % of the orders (the quantity of every line of each, through
                   the triggers, which feed the ChangeLog with the signed contribution of each
-                  change, files/sql/007), the incremental refresh (adds the summed deltas per
-                  key);
+                  change, files/sql/definitions/triggers.sql), the incremental refresh (adds
+                  the summed deltas per key);
 
 in two scenarios: the changed orders drawn at random from all orders, and the most recent 1 %
 (the usual shape: recent orders get shipped, corrected, cancelled). After each incremental
@@ -33,13 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "module_utils"))
 
-from mariadb_pos.schema_files import sql_files  # noqa: E402
 from mariadb_pos.view_refresh import refresh  # noqa: E402
 
 from tests.support.mariadb_instance import MariaDBInstance  # noqa: E402
+from tests.support.schema import MATERIALIZED_VIEWS, apply_schema_files  # noqa: E402
 
 DB = "pos"
-MVS = ("ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV")
+MVS = tuple(MATERIALIZED_VIEWS)  # the registry, files/sql/materialized_views.yml
 CUSTOMERS, PRODUCTS = 50_000, 1_000
 
 
@@ -118,8 +118,7 @@ def main():
     server.extra_options = ("--innodb-buffer-pool-size=1G", f"--tmpdir={server.basedir}")
     with server:
         server.client(f"CREATE DATABASE {DB}")
-        for _name, path, _digest in sql_files(REPO / "files" / "sql"):
-            server.client(file=Path(path), database=DB)
+        apply_schema_files(server, DB)  # the loader of roles/pos_schema
         started = time.perf_counter()
         report["order_lines"] = load(server, args.orders, args.lines_per_order)
         report["load_seconds"] = round(time.perf_counter() - started, 2)

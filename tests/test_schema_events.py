@@ -1,4 +1,4 @@
-"""files/sql/006: the nightly full refresh EVENT and the procedure it calls.
+"""files/sql/definitions/events.sql: the nightly full refresh EVENT and the procedure it calls.
 
 Runs its own server: turning event_scheduler on must not fire events of other tests' databases.
 """
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.support.mariadb_instance import MariaDBInstance
-from tests.test_schema_helpers import create_schema, rows, scalar, seed
+from tests.support.schema import create_schema, rows, scalar, seed
 
 DB = "pos_t_events"
 MVS = {"ProductBuyersMV": "ProductBuyers", "CustomerPurchasesMV": "CustomerPurchases",

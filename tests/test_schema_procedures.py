@@ -1,4 +1,4 @@
-"""Stored procedures (files/sql/005): results, SIGNALed errors, rollback, literal storage."""
+"""Stored procedures (definitions/routines.sql): results, SIGNALed errors, rollback, literals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 import pymysql
 import pytest
 
-from tests.test_schema_helpers import create_schema, rows, scalar, seed
+from tests.support.schema import create_schema, rows, scalar, seed
 
 DB = "pos_t_procedures"
 PRICE_ERROR = "change_product_price: the price must be a number >= 0, got "

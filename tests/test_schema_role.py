@@ -9,75 +9,28 @@ what they need.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import secrets
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pymysql
 import pytest
 from mariadb_pos.view_refresh import refresh
 
-from tests.test_schema_helpers import REPO_ROOT, SQL_DIR, rows, scalar
+from tests.support.pos_schema_role import PosSchemaRole, recap_changed
+from tests.support.schema import MATERIALIZED_VIEWS, rows, scalar
 
-DB, ETL_DB = "pos_t_role", "pos_etl_t_role"
+DB, ETL_DB = "pos_t_role", "pos_t_role_etl"
 USERS = {"app": "t_role_app", "report": "t_role_report", "etl": "t_role_etl"}
-ANSIBLE = Path(sys.executable).parent
-
-
-def recap_changed(output: str) -> int:
-    match = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+).*failed=(\d+)", output)
-    assert match, output[-3000:]
-    return int(match.group(1))
 
 
 @pytest.fixture(scope="module")
 def lab(mariadb_server, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pos_role")
-    sql_dir = tmp / "sql"
-    shutil.copytree(SQL_DIR, sql_dir, ignore=shutil.ignore_patterns("examples"))
-    inventory = tmp / "inventory.yml"
-    inventory.write_text(
-        "all:\n  children:\n    primary:\n      hosts:\n        localhost:\n"
-        "          ansible_connection: local\n"
-        f"          ansible_python_interpreter: {sys.executable}\n"
-        "          ansible_become: false\n")
-    passwords = {k: secrets.token_urlsafe(18) for k in USERS}
-    extra = tmp / "vars.json"
-    extra.write_text(json.dumps({
-        "pos_schema_database": DB, "pos_schema_etl_database": ETL_DB,
-        "pos_schema_login_unix_socket": mariadb_server.socket,
-        "pos_schema_sql_dir": str(sql_dir), "pos_schema_remote_dir": str(tmp / "remote"),
-        "pos_schema_app_user": USERS["app"], "pos_schema_report_user": USERS["report"],
-        "pos_schema_etl_user": USERS["etl"],
-        **{f"pos_schema_{k}_password": v for k, v in passwords.items()}}))
-    extra.chmod(0o600)
-    mariadb_server.client(f"DROP DATABASE IF EXISTS {DB}; DROP DATABASE IF EXISTS {ETL_DB}")
-
-    def playbook(*args):
-        return subprocess.run(
-            [str(ANSIBLE / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra}",
-             "playbooks/pos_schema.yml", *args],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
-
-    def adhoc(module_args, *args):
-        result = subprocess.run(
-            [str(ANSIBLE / "ansible"), "localhost", "-i", str(inventory), "-o",
-             "-m", "mariadb_view_refresh", "-a", json.dumps(module_args), *args],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return json.loads(result.stdout.split("=>", 1)[1])
-
-    first = playbook()
+    role = PosSchemaRole(mariadb_server, tmp_path_factory.mktemp("pos_role"), DB, USERS)
+    first = role.playbook()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    yield dict(server=mariadb_server, playbook=playbook, adhoc=adhoc, first=first,
-               passwords=passwords, sql_dir=sql_dir)
-    for user in USERS.values():
-        mariadb_server.client(f"DROP USER IF EXISTS '{user}'@'%'")
-    mariadb_server.client(f"DROP DATABASE IF EXISTS {DB}; DROP DATABASE IF EXISTS {ETL_DB}")
+    yield dict(server=mariadb_server, playbook=role.playbook,
+               adhoc=lambda args, *more: role.module("mariadb_view_refresh", args, *more),
+               first=first, passwords=role.passwords, sql_dir=role.sql_dir, role=role)
+    role.drop()
 
 
 def root(lab):
@@ -93,11 +46,12 @@ def test_first_run_applies_every_file_and_records_it(lab):
     assert recap_changed(lab["first"].stdout) > 0
     conn = root(lab)
     recorded = rows(conn, "SELECT filename, sha256 FROM schema_version ORDER BY filename")
-    expected = [(p.name, hashlib.sha256(p.read_bytes()).hexdigest())
-                for p in sorted(lab["sql_dir"].glob("*.sql"))]
-    assert recorded == expected and len(recorded) >= 5
-    assert scalar(conn, "SELECT COUNT(*) FROM MaterializedView "
-                        "WHERE last_refresh_mode = 'full'") == 3
+    files = [*lab["sql_dir"].glob("*.sql"), *lab["sql_dir"].glob("definitions/*.sql")]
+    expected = sorted((str(p.relative_to(lab["sql_dir"])),
+                       hashlib.sha256(p.read_bytes()).hexdigest()) for p in files)
+    assert recorded == expected and len(recorded) == 7
+    assert rows(conn, "SELECT mv_table FROM MaterializedView WHERE last_refresh_mode = 'full' "
+                      "ORDER BY mv_table") == [(t,) for t in sorted(MATERIALIZED_VIEWS)]
     assert "pos_schema_app_password" not in lab["first"].stdout
     assert lab["passwords"]["app"] not in lab["first"].stdout + lab["first"].stderr
 
@@ -116,7 +70,7 @@ def test_module_refreshes_after_data_changes_through_ansible(lab):
                     "'1 Road', '1980-02-03', '00501')")
         cur.execute("INSERT INTO Product VALUES (1, 'Pen', 1.50, 100), (2, 'Ink', 4.00, 10)")
         cur.execute("CALL place_order(1, '[{\"product_id\": 1, \"quantity\": 3}]', @o)")
-    for table in ("ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV"):
+    for table in MATERIALIZED_VIEWS:
         result = lab["adhoc"]({"name": table, "database": DB,
                                "login_unix_socket": lab["server"].socket})
         assert (result["changed"], result["mode"], result["rows"]) == (True, "incremental", 1)
@@ -140,6 +94,13 @@ def test_module_check_mode_and_diff_through_ansible(lab):
     assert lab["adhoc"]({**args, "mode": "full"})["changed"] is False
 
 
+def applied(output: str) -> tuple[str, str]:
+    """(migrations, definitions) of the role's "Show what was applied" message."""
+    match = re.search(r"migrations (.*?); definitions (.*?);", output)
+    assert match, output[-3000:]
+    return match.group(1), match.group(2)
+
+
 def test_a_new_migration_upgrades_in_place_without_losing_rows(lab):
     conn = root(lab)
     before = rows(conn, "SELECT * FROM Customer")
@@ -147,20 +108,41 @@ def test_a_new_migration_upgrades_in_place_without_losing_rows(lab):
         "ALTER TABLE Customer ADD COLUMN IF NOT EXISTS loyalty_points INT NOT NULL DEFAULT 0;\n")
     result = lab["playbook"]()
     assert result.returncode == 0, result.stdout[-3000:]
-    imported = re.findall(r"TASK \[pos_schema : Import (\S+)\]", result.stdout)
-    assert imported == ["900_test_add_loyalty_points.sql"]  # only the new file
+    # Only the new migration, then every definition again (a migration may rebuild a table).
+    assert applied(result.stdout) == (
+        "900_test_add_loyalty_points.sql", ", ".join(
+            f"definitions/{g}.sql" for g in ("views", "routines", "triggers", "events")))
     assert [r[:-1] for r in rows(conn, "SELECT * FROM Customer")] == list(before)
     assert scalar(conn, "SELECT COUNT(*) FROM schema_version "
                         "WHERE filename = '900_test_add_loyalty_points.sql'") == 1
+    assert recap_changed(lab["playbook"]().stdout) == 0
+
+
+def test_an_edited_definition_file_is_applied_again_then_nothing(lab):
+    path = lab["sql_dir"] / "definitions" / "views.sql"
+    original = path.read_text()
+    column = "SELECT DATE(o.date_placed) AS sale_date,"  # DailySales only
+    assert original.count(column) == 1
+    path.write_text(original.replace(column, column + " 'edited' AS marker,"))
+    try:
+        result = lab["playbook"]()
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert applied(result.stdout) == ("none", "definitions/views.sql")
+        assert scalar(root(lab), "SELECT DISTINCT marker FROM DailySales") == "edited"
+        assert recap_changed(lab["playbook"]().stdout) == 0
+    finally:
+        path.write_text(original)
+    assert lab["playbook"]().returncode == 0
+    assert "marker" not in rows(root(lab), "SHOW CREATE VIEW DailySales")[0][1]
 
 
 def test_an_edited_migration_is_refused_with_a_clear_message(lab):
-    path = lab["sql_dir"] / "002_views.sql"
+    path = lab["sql_dir"] / "001_base_tables.sql"
     path.write_text(path.read_text() + "\n-- edited after being applied\n")
     result = lab["playbook"]()
     assert result.returncode != 0
-    assert "002_views.sql changed after being applied" in result.stdout
-    assert "add a new" in result.stdout
+    assert "001_base_tables.sql changed after being applied" in result.stdout
+    assert "add a new numbered one" in result.stdout
 
 
 def test_missing_passwords_fail_with_a_clear_message(lab):

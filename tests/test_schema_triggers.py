@@ -1,4 +1,4 @@
-"""Trigger semantics (files/sql/004): PriceHistory, unit price, stock, ChangeLog, bulk load."""
+"""Triggers (definitions/triggers.sql): PriceHistory, unit price, stock, ChangeLog, bulk load."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 import pymysql
 import pytest
 
-from tests.test_schema_helpers import create_schema, rows, scalar, seed
+from tests.support.schema import MATERIALIZED_VIEWS, create_schema, rows, scalar, seed
 
 DB = "pos_t_triggers"
 
@@ -139,7 +139,7 @@ def test_changes_feed_the_changelog_of_every_materialized_view(db):
     run(db, "INSERT INTO OrderLine (order_id, product_id, quantity) VALUES (7, 3, 1)")
     logged = rows(db, "SELECT mv_table, customer_id, product_id, sale_date FROM ChangeLog "
                       "ORDER BY change_id")
-    tables = {"ProductBuyersMV", "CustomerPurchasesMV", "DailySalesMV"}
+    tables = set(MATERIALIZED_VIEWS)
     assert {r[0] for r in logged} == tables and len(logged) == 6
     assert {r[1:] for r in logged} == {(2, None, _date()), (2, 3, _date())}
     run(db, "DELETE FROM ChangeLog")

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.test_schema_helpers import EXAMPLES_DIR, create_schema, rows, scalar, seed
+from tests.support.schema import EXAMPLES_DIR, create_schema, rows, scalar, seed
 
 DB = "pos_t_transactions"
 

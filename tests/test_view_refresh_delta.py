@@ -1,4 +1,5 @@
-"""Additive (delta) incremental refresh: ChangeLog contributions (files/sql/007) applied per key.
+"""Additive (delta) incremental refresh: ChangeLog contributions (written by the triggers of
+files/sql/definitions/triggers.sql) applied per key.
 
 Own database on the session server; every check compares the tables with their views.
 """
@@ -14,16 +15,18 @@ import pymysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mariadb_pos.view_refresh import DELTA_SPECS, ViewRefreshError
 
-from tests.test_schema_helpers import (
+from tests.support.order_changes import CHANGE, apply_change
+from tests.support.schema import (
     MATERIALIZED_VIEWS,
     assert_equal_to_view,
+    create_schema,
     create_schema_with_orders,
     refresh_on_new_connection,
     rows,
     scalar,
 )
-from tests.test_view_refresh import CHANGE, apply_change
 
 DB = "pos_t_delta"
 
@@ -269,3 +272,29 @@ def test_full_refresh_procedure_leaves_no_delta_to_add_twice(server_db):
                         "AND delta = 1") == 0
     assert do_refresh(server, "DailySalesMV")["changed"] is False
     assert_equal_to_view(conn, "DailySalesMV")
+
+
+def test_every_delta_spec_names_a_registered_table_and_its_view():
+    assert {table: spec["view"] for table, spec in DELTA_SPECS.items()} == {
+        table: MATERIALIZED_VIEWS[table] for table in DELTA_SPECS}
+
+
+def test_a_delta_spec_that_does_not_match_fails_loudly(mariadb_server, monkeypatch):
+    database = "pos_t_delta_mismatch"
+    create_schema(mariadb_server, database)
+    try:
+        for table in MATERIALIZED_VIEWS:
+            refresh_on_new_connection(mariadb_server, database, table, mode="full")
+        spec = DELTA_SPECS["DailySalesMV"]
+        monkeypatch.setitem(DELTA_SPECS, "DailySalesMV", {**spec, "view": "DailySalesByDay"})
+        with pytest.raises(ViewRefreshError, match=r"DELTA_SPECS\['DailySalesMV'\] .* is for the "
+                           "view DailySalesByDay but pos_t_delta_mismatch.DailySalesMV is "
+                           "refreshed from DailySales"):
+            refresh_on_new_connection(mariadb_server, database, "DailySalesMV")
+        monkeypatch.setitem(DELTA_SPECS, "DailySalesMV", spec)
+        mariadb_server.client("ALTER TABLE ChangeLog DROP COLUMN d_amount", database=database)
+        for table in DELTA_SPECS:
+            with pytest.raises(ViewRefreshError, match=r"needs the ChangeLog column\(s\) d_amount"):
+                refresh_on_new_connection(mariadb_server, database, table)
+    finally:
+        mariadb_server.client(f"DROP DATABASE IF EXISTS {database}")

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Refresh of the POS materialized views (tables that hold the rows of a view).
 
 Logic of the ``mariadb_view_refresh`` module, usable without Ansible (tests, benchmark):
@@ -7,27 +8,34 @@ Logic of the ``mariadb_view_refresh`` module, usable without Ansible (tests, ben
   half-built table. When the new contents equal the old ones (CHECKSUM TABLE) the shadow is
   dropped and nothing is swapped: changed=False.
 * incremental: in ONE consistent snapshot, read the ChangeLog rows of the table (fed by the
-  triggers of files/sql/004 and 007). Rows with ``delta = 1`` carry the signed contribution of a
-  change (lines, orders, quantity, amount, dates added/removed): for the tables in DELTA_SPECS
-  they are summed per primary key and added to the rows (``col = col + delta``; a row whose count
-  reaches 0 is deleted). Everything a contribution cannot give exactly is recomputed from the
-  view as before -- for each such row the first registered key column that is not NULL names
-  the rows to recompute (``WHERE key IN (...)`` on the view). Only rows that really differ are
-  written, and exactly the ChangeLog rows that were read are deleted. A table never refreshed
-  gets a full refresh.
+  triggers of files/sql/definitions/triggers.sql). Rows with ``delta = 1`` carry the signed
+  contribution of a change (lines, orders, quantity, amount, dates added/removed): for the
+  tables in DELTA_SPECS they are summed per primary key and added to the rows
+  (``col = col + delta``; a row whose count reaches 0 is deleted). Everything a contribution
+  cannot give exactly is recomputed from the view as before -- for each such row the first
+  registered key column that is not NULL names the rows to recompute (``WHERE key IN (...)``
+  on the view). Only rows that really differ are written, and exactly the ChangeLog rows that
+  were read are deleted. A table never refreshed gets a full refresh.
 
 Runs on the managed host: stdlib + PyMySQL (Debian's 1.0.2) only. Values always travel as query
-parameters; identifiers (table, view, column names) are checked against a strict pattern and
-backtick-quoted.
+parameters; identifiers (table, view, column names) pass the project's one check
+(mariadb_pos.identifiers) and are backtick-quoted. The tables refreshed are those of the registry
+files/sql/materialized_views.yml, which the schema loader writes into the MaterializedView table.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 
-IDENTIFIER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")  # leaves room for "__shadow"
+from .identifiers import (
+    MAX_IDENTIFIER_LENGTH,
+    IdentifierError,
+    quote_identifier,
+)
+
+# The helper tables <table>__shadow, __old, __check, __keys must fit MariaDB's 64 characters.
+MAX_TABLE_LENGTH = MAX_IDENTIFIER_LENGTH - len("__shadow")
 REGISTRY_TABLE = "MaterializedView"
 CHANGELOG_TABLE = "ChangeLog"
 MODES = ("full", "incremental")
@@ -38,12 +46,12 @@ class ViewRefreshError(Exception):
     """A refresh that cannot be done; the message names the table and the cause."""
 
 
-def quote(name, what="identifier"):
-    """Backtick-quote an identifier after checking it against IDENTIFIER_RE."""
-    if not isinstance(name, str) or not IDENTIFIER_RE.match(name):
-        raise ViewRefreshError("invalid %s %r: letters, digits and _ only, starting with a "
-                               "letter, at most 48 characters" % (what, name))
-    return "`%s`" % name
+def quote(name, what="identifier", max_length=MAX_IDENTIFIER_LENGTH):
+    """Backtick-quote an identifier after the project's one check (mariadb_pos.identifiers)."""
+    try:
+        return quote_identifier(name, what, max_length)
+    except IdentifierError as error:
+        raise ViewRefreshError(str(error)) from None
 
 
 def _chunks(values, size=CHUNK):
@@ -83,7 +91,7 @@ class _Target:
         self.database = database
         self.table = table
         self.q_db = quote(database, "database name")
-        self.q_table = "%s.%s" % (self.q_db, quote(table, "table name"))
+        self.q_table = "%s.%s" % (self.q_db, quote(table, "table name", MAX_TABLE_LENGTH))
         self.q_shadow = "%s.%s" % (self.q_db, quote(table + "__shadow", "table name"))
         self.q_old = "%s.%s" % (self.q_db, quote(table + "__old", "table name"))
         self.q_registry = "%s.%s" % (self.q_db, quote(REGISTRY_TABLE))
@@ -92,7 +100,8 @@ class _Target:
         self.columns = _columns(cursor, database, table)
         if not self.columns:
             raise ViewRefreshError("materialized view table %s.%s does not exist (apply "
-                                   "files/sql first)" % (database, table))
+                                   "files/sql first: module mariadb_schema, role pos_schema)"
+                                   % (database, table))
         self.registered = None
         if _columns(cursor, database, REGISTRY_TABLE):
             cursor.execute("SELECT source_view, key_columns, last_refresh_mode, row_count "
@@ -265,9 +274,11 @@ def _delete_by_pk(cursor, target, pks):
 
 
 # Additive maintenance of the registered materialized views from the delta ChangeLog rows
-# (files/sql/007): MV column <- summed ChangeLog column; first/last columns kept with
-# LEAST/GREATEST of the added dates (a removed date at or beyond the stored bound recomputes the
-# key); the row is deleted when its count column reaches 0.
+# (written by files/sql/definitions/triggers.sql). Each key is a table of the registry
+# files/sql/materialized_views.yml; _delta_spec fails a refresh whose spec does not match it.
+# MV column <- summed ChangeLog column; first/last columns kept with LEAST/GREATEST of the added
+# dates (a removed date at or beyond the stored bound recomputes the key); the row is deleted
+# when its count column reaches 0.
 DELTA_SPECS = {
     "ProductBuyersMV": dict(
         view="ProductBuyers", key=("product_id", "customer_id"),
@@ -292,24 +303,42 @@ DELTA_SPECS = {
 
 
 def _delta_spec(target):
-    """The DELTA_SPECS entry usable for this table, or None (then every key is recomputed)."""
+    """The DELTA_SPECS entry of this table checked against the registry and the tables, or None
+    for a table without one (then every key is recomputed). A spec that does not match fails
+    loudly: a silent fallback would turn every incremental refresh into a slow one."""
     spec = DELTA_SPECS.get(target.table)
-    if spec is None or spec["view"] != target.view or "delta" not in target.changelog_columns:
+    if spec is None:
         return None
+    where = "DELTA_SPECS[%r] (module_utils/mariadb_pos/view_refresh.py)" % target.table
+    problems = []
+    if spec["view"] != target.view:
+        problems.append("is for the view %s but %s.%s is refreshed from %s (registry: "
+                        "files/sql/materialized_views.yml)" % (spec["view"], target.database,
+                                                               target.table, target.view))
     if list(spec["key"]) != list(target.primary_key):
-        return None
+        problems.append("has the key (%s) but the primary key of %s is (%s)"
+                        % (", ".join(spec["key"]), target.table, ", ".join(target.primary_key)))
     sources = [src for _col, src in spec["add"] if src is not None]
     sources += [c for entry in spec["first"] + spec["last"] for c in entry[1:]]
+    sources += ["delta", *spec["key"]]
     if spec.get("orders_with_lines"):
         sources += ["order_id", "d_lines"]
+    missing = sorted(set(sources) - target.changelog_columns)
+    if missing:
+        problems.append("needs the %s column(s) %s (numbered migrations not applied?)"
+                        % (CHANGELOG_TABLE, ", ".join(missing)))
     columns = [col for col, _src in spec["add"]] + [e[0] for e in spec["first"] + spec["last"]]
-    if not set(sources) <= target.changelog_columns or not set(columns) <= set(target.columns):
-        return None
-    if not set(spec["key"]) <= target.changelog_columns:
-        return None
+    missing = [c for c in columns if c not in target.columns]
+    if missing:
+        problems.append("names the column(s) %s that %s lacks" % (", ".join(missing),
+                                                                 target.table))
     recompute_by = [k for k in target.key_columns if k in spec["key"]]
     if not recompute_by:
-        return None
+        problems.append("shares no column with the registered key_columns (%s)"
+                        % ", ".join(target.key_columns))
+    if problems:
+        raise ViewRefreshError("%s %s: fix the spec or the registry so that they agree, or run "
+                               "mode=full" % (where, "; ".join(problems)))
     derived = set(spec["key"]) | set(columns)
     return dict(spec, recompute_by=recompute_by[0],
                 insertable=derived >= set(target.columns))

@@ -1,4 +1,6 @@
-"""Helpers shared by the schema tests: a fresh database with files/sql applied, and seed data.
+"""Helpers shared by the schema, refresh and transaction tests: a fresh database with files/sql
+applied by the project's one loader (module_utils/mariadb_pos/schema_files.py, the code the module
+mariadb_schema runs for roles/pos_schema), seed data, and comparisons.
 
 Each test module uses its own database name, so the modules never see each other's rows (the
 SQL files name no database; the role applies them in `pos`).
@@ -9,20 +11,31 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from mariadb_pos.schema_files import sql_files
+from mariadb_pos.schema_files import apply_schema, client_runner, load_registry_file
 from mariadb_pos.view_refresh import refresh
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "files" / "sql"
 EXAMPLES_DIR = SQL_DIR / "examples"
+# The registry of materialized views (files/sql/materialized_views.yml), as the role reads it.
+REGISTRY = load_registry_file(str(SQL_DIR))
+
+
+def apply_schema_files(server, database: str, sql_dir: Path = SQL_DIR, **kwargs) -> dict:
+    """Apply ``sql_dir`` to an existing ``database`` exactly as the role does; the result dict."""
+    conn = server.connect()
+    try:
+        return apply_schema(conn, database, str(sql_dir), load_registry_file(str(sql_dir)),
+                            client_runner(login_unix_socket=server.socket), **kwargs)
+    finally:
+        conn.close()
 
 
 def create_schema(server, database: str) -> None:
-    """Drop and recreate ``database`` and apply every numbered SQL file in order."""
+    """Drop and recreate ``database`` and apply files/sql to it."""
     server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` "
                   "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    for _name, path, _digest in sql_files(SQL_DIR):
-        server.client(file=Path(path), database=database)
+    apply_schema_files(server, database)
 
 
 def seed(conn, customers: int = 3, products: int = 3, stock: int = 100) -> None:
@@ -55,10 +68,8 @@ def rows(conn, sql: str, params=None):
         return list(cur.fetchall())
 
 
-# Materialized-view tables, their source views and a total order of their rows.
-MATERIALIZED_VIEWS = {"ProductBuyersMV": ("ProductBuyers", "product_id, customer_id"),
-                      "CustomerPurchasesMV": ("CustomerPurchases", "customer_id"),
-                      "DailySalesMV": ("DailySales", "sale_date")}
+# Materialized-view tables and their source views, from the registry.
+MATERIALIZED_VIEWS = {entry["table"]: entry["view"] for entry in REGISTRY}
 ORDERS_START = datetime.datetime(2024, 3, 1, 9, 0, 0)
 
 
@@ -88,7 +99,15 @@ def refresh_on_new_connection(server, database: str, table: str, **kwargs):
         conn.close()
 
 
+def primary_key(conn, table: str) -> list[str]:
+    return [r[0] for r in rows(conn, "SELECT COLUMN_NAME FROM information_schema.STATISTICS "
+                                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+                                     "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (table,))]
+
+
 def assert_equal_to_view(conn, table: str) -> None:
-    view, order = MATERIALIZED_VIEWS[table]
+    """The materialized view table holds exactly its view's rows (ordered by its primary key)."""
+    view, order = MATERIALIZED_VIEWS[table], ", ".join(primary_key(conn, table))
+    assert order, f"{table} has no primary key"
     assert rows(conn, f"SELECT * FROM {table} ORDER BY {order}") == rows(
         conn, f"SELECT * FROM {view} ORDER BY {order}"), table
