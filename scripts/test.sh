@@ -28,7 +28,8 @@ run_stage() {
 }
 
 lint() {
-  ruff check . && yamllint -s . && ansible-lint -q
+  # check_specs: roles' argument specs vs defaults, modules' DOCUMENTATION vs argument spec.
+  ruff check . && yamllint -s . && ansible-lint -q && python3 scripts/check_specs.py
 }
 
 molecule_scenario() {
