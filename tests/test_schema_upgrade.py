@@ -1,4 +1,5 @@
-"""A cluster built by release 1 (files/sql 001-007, kept in tests/data/schema_release_1) upgrades to
+"""A cluster built by release 1 (files/sql 001-007: 001 and 003 are still in files/sql, the others
+are kept in tests/data/schema_release_1) upgrades to
 the current layout (numbered migrations + definitions/ + the materialized-view registry) through
 roles/pos_schema: every view, routine, trigger, event and table keeps its exact definition (the
 dead log_order_change is dropped), the rows stay, and the next run reports changed=0."""
@@ -15,6 +16,7 @@ from tests.support.pos_schema_role import PosSchemaRole, recap_changed
 from tests.support.schema import (
     MATERIALIZED_VIEWS,
     REPO_ROOT,
+    SQL_DIR,
     create_schema,
     refresh_on_new_connection,
     rows,
@@ -24,7 +26,9 @@ from tests.support.schema import (
 
 DB = "pos_t_upgrade"
 USERS = {"app": "t_upg_app", "report": "t_upg_report", "etl": "t_upg_etl"}
-RELEASE_1 = REPO_ROOT / "tests" / "data" / "schema_release_1"
+RELEASE_1_RETIRED = REPO_ROOT / "tests" / "data" / "schema_release_1"
+RELEASE_1 = sorted([SQL_DIR / "001_base_tables.sql", SQL_DIR / "003_materialized_views.sql",
+                    *RELEASE_1_RETIRED.glob("*.sql")], key=lambda path: path.name)
 # Release 1's roles/pos_schema created this table and recorded each file after importing it.
 RELEASE_1_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     filename VARCHAR(255) NOT NULL,
@@ -41,7 +45,7 @@ def build_release_1(server, database: str, remote_dir) -> None:
                   "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     server.client(RELEASE_1_VERSION_TABLE, database=database)
     remote_dir.mkdir(parents=True, exist_ok=True)
-    for path in sorted(RELEASE_1.glob("*.sql")):
+    for path in RELEASE_1:
         server.client(file=path, database=database)
         conn = server.connect(database=database)
         with conn.cursor() as cur:
@@ -132,7 +136,7 @@ def test_upgrade_keeps_every_definition_and_row_and_drops_the_dead_procedure(mar
 def test_upgrade_records_the_new_files_and_keeps_release_1_records(mariadb_server, upgrade):
     conn = mariadb_server.connect(database=DB)
     recorded = [r[0] for r in rows(conn, "SELECT filename FROM schema_version ORDER BY filename")]
-    release_1 = sorted(p.name for p in RELEASE_1.glob("*.sql"))
+    release_1 = [p.name for p in RELEASE_1]
     assert recorded == sorted([*release_1, "008_changelog_delta_columns.sql",
                                "definitions/events.sql", "definitions/routines.sql",
                                "definitions/triggers.sql", "definitions/views.sql"])
