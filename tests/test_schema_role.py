@@ -56,9 +56,20 @@ def test_first_run_applies_every_file_and_records_it(lab):
     assert lab["passwords"]["app"] not in lab["first"].stdout + lab["first"].stderr
 
 
-def test_second_run_changes_nothing(lab):
+def test_second_run_changes_nothing_nor_does_a_check_run(lab):
     second = lab["playbook"]()
     assert recap_changed(second.stdout) == 0, second.stdout[-3000:]
+    checked = lab["playbook"]("--check")
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert recap_changed(checked.stdout) == 0, checked.stdout[-3000:]
+
+
+def test_a_name_the_modules_would_refuse_is_refused_by_the_role_first(lab):
+    result = lab["playbook"]("-e", "pos_schema_etl_database=pos-etl", "-e",
+                             '{"pos_schema_report_views": ["DailySales", "' + "V" * 65 + '"]}')
+    assert result.returncode != 0
+    assert "invalid database 'pos-etl': letters, digits and _ only" in result.stdout
+    assert "invalid view '" + "V" * 65 + "': 65 characters, at most 64 allowed" in result.stdout
 
 
 def test_module_refreshes_after_data_changes_through_ansible(lab):
