@@ -222,3 +222,18 @@ def test_etl_account_has_dml_and_lock_tables_on_pos_and_all_on_its_database(lab)
     denied(conn, "DROP TABLE OrderLine")
     denied(conn, "CALL change_product_price(1, 2.00)")
     denied(conn, "SELECT * FROM mysql.user")
+
+
+def test_a_check_run_on_a_bare_server_succeeds_and_writes_nothing(mariadb_server, tmp_path):
+    bare = PosSchemaRole(mariadb_server, tmp_path, "pos_t_role_bare",
+                         {k: f"t_bare_{k}" for k in USERS})
+    try:
+        checked = bare.playbook("--check")
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        assert recap_changed(checked.stdout) > 0
+        assert "check mode cannot say which objects" in checked.stdout
+        assert scalar(mariadb_server.connect(), "SELECT COUNT(*) FROM information_schema."
+                      "SCHEMATA WHERE SCHEMA_NAME LIKE 'pos_t_role_bare%'") == 0
+        assert not bare.remote_dir.exists()
+    finally:
+        bare.drop()
