@@ -394,9 +394,18 @@ class Runner:
                        for t in TABLE_NAMES)
 
     def stored(self, table: str, ids) -> dict:
-        """{id: stored value} of the given ids of a final table (see KEEPABLE)."""
-        _staging, pk, value = KEEPABLE[table]
+        """{id: stored value} of the given ids of a final table (see KEEPABLE); for OrderLine
+        {(order id, product id): None}."""
         found = {}
+        if table == "OrderLine":
+            for chunk in _chunks(sorted(ids)):
+                rows = self.sql("SELECT order_id, product_id FROM {db}.OrderLine WHERE "
+                                "(order_id, product_id) IN ("
+                                + ", ".join(["(%s, %s)"] * len(chunk)) + ")",
+                                [value for pair in chunk for value in pair]).fetchall()
+                found.update(((row[0], row[1]), None) for row in rows)
+            return found
+        _staging, pk, value = KEEPABLE[table]
         for chunk in _chunks(sorted(ids)):
             rows = self.sql(f"SELECT `{pk}`, {value} FROM {{db}}.{_q(table)} WHERE `{pk}` IN "
                             f"({', '.join(['%s'] * len(chunk))})", chunk).fetchall()
@@ -478,13 +487,16 @@ class Runner:
             self.load_tsv(name, columns, path, count, f"staging table for {table}")
         kept = 0
         for table, ids in data.kept.items():
-            staging, pk, _value = KEEPABLE[table]
-            columns = ", ".join(f"`{c}`" for c in _spec(table)[2])
+            _table, staging, columns, pk = _spec(table)
+            columns = ", ".join(f"`{c}`" for c in columns)
+            where = "({})".format(", ".join(f"`{c}`" for c in pk))
             for chunk in _chunks(sorted(ids)):
-                marks = ", ".join(["%s"] * len(chunk))
+                marks = ", ".join(["(%s)" % ", ".join(["%s"] * len(pk))] * len(chunk))
+                values = [v for key in chunk for v in (key if len(pk) > 1 else (key,))]
                 self.sql(f"INSERT INTO {{stg}}.{staging} ({columns}) SELECT {columns} FROM "
-                         f"{{db}}.{_q(table)} WHERE `{pk}` IN ({marks})", chunk)
+                         f"{{db}}.{_q(table)} WHERE {where} IN ({marks})", values)
                 kept += self.cursor.rowcount
+                marks = ", ".join(["%s"] * len(chunk))
                 if table == "Customer":
                     self.sql("INSERT IGNORE INTO {stg}.stg_city (zip, city, state) SELECT "
                              "zip, city, state FROM {db}.City WHERE zip IN (SELECT zip FROM "

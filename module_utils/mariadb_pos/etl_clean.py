@@ -509,7 +509,8 @@ class CleanData:
 
     ``kept``: ids whose line was rejected but which a previous load stored -- the old row stays
     (unless delete_rejected), so the file's rows that depend on it are loaded:
-    {"Customer": {id}, "Order": {id}, "Product": {id: current price}}.
+    {"Customer": {id: None}, "Order": {id: customer id}, "Product": {id: current price},
+    "OrderLine": {(order id, product id): None}}.
     """
 
     def __init__(self):
@@ -520,7 +521,8 @@ class CleanData:
         self.orderlines: dict[tuple[int, int], list] = {}
         self.stats: dict[str, FileStats] = {}
         self.city_conflicts: list[dict] = []
-        self.kept: dict[str, dict] = {"Customer": {}, "Order": {}, "Product": {}}
+        self.kept: dict[str, dict] = {"Customer": {}, "Order": {}, "Product": {},
+                                      "OrderLine": {}}
 
 
 def _check_columns(fields: list[str], expected: int) -> None:
@@ -765,6 +767,38 @@ def _keep_rejected(records, data, table, loaded, lookup, delete_rejected):
             rejects[position] = (line, raw, reason + note)
 
 
+def _keep_rejected_orderlines(records, data, lookup, delete_rejected):
+    """A rejected order line whose pair a previous load stored, and of which no valid line is
+    left, keeps the stored row (quantity and price) while its order and product stay."""
+    if lookup is None:
+        return
+    positions: dict[tuple[int, int], list[int]] = {}
+    for position, (_line, raw, _reason) in enumerate(records.stats.rejects):
+        parts = [part.strip().strip('"').strip() for part in raw.split(",")]
+        if len(parts) == 2 and all(p.isdigit() and p.isascii() for p in parts):
+            pair = (int(parts[0]), int(parts[1]))
+            if pair not in data.orderlines:
+                positions.setdefault(pair, []).append(position)
+    if not positions:
+        return
+    orders = (data.orders, data.kept["Order"])
+    products = (data.products, data.kept["Product"])
+    rejects = records.stats.rejects
+    for pair in lookup("OrderLine", list(positions)):
+        if delete_rejected:
+            note = f"; the order line {pair} loaded before is deleted (delete_rejected)"
+        elif any(pair[0] in found for found in orders) and any(
+                pair[1] in found for found in products):
+            note = (f"; the order line {pair} loaded before is kept unchanged "
+                    "(delete_rejected: true would delete it)")
+            data.kept["OrderLine"][pair] = None
+        else:
+            note = f"; the order line {pair} loaded before is deleted with its order or product"
+        for position in positions[pair]:
+            line, raw, reason = rejects[position]
+            rejects[position] = (line, raw, reason + note)
+
+
 def extract(files: dict[str, InputFile], limits: dict | None = None, *, lookup=None,
             delete_rejected: bool = False, now: datetime.datetime | None = None) -> CleanData:
     """Clean the four files; raise EtlInputError when a whole file is unusable.
@@ -796,6 +830,7 @@ def extract(files: dict[str, InputFile], limits: dict | None = None, *, lookup=N
             _keep_rejected(records, data, "Order", data.orders, lookup, delete_rejected)
         else:
             _load_orderlines(source, records, data)
+            _keep_rejected_orderlines(records, data, lookup, delete_rejected)
         stats.rejects.sort()
         stats.seconds = time.monotonic() - started
     return data
