@@ -149,6 +149,22 @@ def test_unterminated_address_quote_never_swallows_the_next_lines(target, tmp_pa
         f"SELECT customer_id FROM `{target.db}`.Customer")) == [2, 3, 4]
 
 
+def test_line_break_outside_an_address_is_no_record(target, tmp_path):
+    """Well-formed CSV, but a line break in a first name: not a record spanning lines -- the
+    first line is rejected as an unterminated quote, the next line read on its own."""
+    folder = write_files(tmp_path, customers=[
+        '1,"Anna',
+        'Maria",Smith,Boston,MA,02134,1 Main St,,anna@example.org,1/2/1990',
+        "2,Bo,Ray,Boston,MA,02134,2 Main St,,bo@example.org,"],
+        orders=["1,2,2024-01-02 10:00:00,"])
+    result = etl.run(target.params(folder))
+    accounted(result)
+    assert [(r["line"], r["reason"][:18]) for r in result["rejects"]] == [
+        (2, "unterminated quote"), (3, "wrong column count")]
+    assert [row[0] for row in target.query(
+        f"SELECT customer_id FROM `{target.db}`.Customer")] == [2]
+
+
 # ---------------------------------------------------------------- 2. deletes are guarded
 @pytest.mark.parametrize("name", FILES)
 def test_header_only_file_fails_and_writes_nothing(target, clean_set, tmp_path, name):

@@ -430,24 +430,26 @@ class Records:
 
     def __iter__(self):
         lines, count = self.lines, len(self.lines)
-        while self.next_index < count:
-            index = self.next_index
-            self.next_index = index + 1
-            line = lines[index]
-            if '"' not in line:
-                yield index + 1, index + 1, line.split(",")
+        number = self.next_index  # index of the next line; after "+= 1" the number of the line read
+        while number < count:
+            line = lines[number]
+            number += 1
+            if '"' not in line:  # the common case, kept lean
+                yield number, number, line.split(",")
                 continue
             fields, column = _parse_line(line)
             if column is None:
-                yield index + 1, index + 1, fields
+                yield number, number, fields
                 continue
+            index = number - 1
             self.open_quote[index] = column
             last, fields = self._spanning_record(index, column)
             if fields is None:
                 self._reject_line(index, self._unterminated(index, column))
                 continue
             self.next_index = last + 1
-            yield index + 1, last + 1, fields
+            yield number, last + 1, fields
+            number = self.next_index  # moved back when the loader rejected the record
 
     def _spanning_record(self, index: int, column: int) -> tuple[int, list[str] | None]:
         """The well-formed record of the header's width that starts on line ``index`` with an
