@@ -399,10 +399,14 @@ class Runner:
         found = {}
         if table == "OrderLine":
             for chunk in _chunks(sorted(ids)):
+                # order_id IN (...) first: a primary-key range whatever the optimizer makes
+                # of the row constructors
                 rows = self.sql("SELECT order_id, product_id FROM {db}.OrderLine WHERE "
+                                "order_id IN (" + ", ".join(["%s"] * len(chunk)) + ") AND "
                                 "(order_id, product_id) IN ("
                                 + ", ".join(["(%s, %s)"] * len(chunk)) + ")",
-                                [value for pair in chunk for value in pair]).fetchall()
+                                [pair[0] for pair in chunk]
+                                + [value for pair in chunk for value in pair]).fetchall()
                 found.update(((row[0], row[1]), None) for row in rows)
             return found
         _staging, pk, value = KEEPABLE[table]
@@ -575,12 +579,15 @@ class Runner:
     )
     _NO_DATE = "1000-01-01"  # stands for NULL in stg_mv_key (a primary key holds no NULL)
 
-    def mv_keys(self) -> int | None:
+    def mv_keys(self, changes: dict) -> int | None:
         """Collect the touched keys in the temporary table {stg}.stg_mv_key; their number, or
         None when the materialized views need a full refresh (more keys than
         mv_incremental_max_keys, or a schema without ChangeLog)."""
         if not self.has_changelog:
             return None
+        lines = changes["OrderLine"]
+        if lines["inserted"] + lines["updated"] + lines["deleted"] > 2 * self.mv_max_keys:
+            return None  # nearly one key per changed line: no need to count them
         started = time.monotonic()
         self.sql("DROP TEMPORARY TABLE IF EXISTS {stg}.stg_mv_key")
         self.sql("CREATE TEMPORARY TABLE {stg}.stg_mv_key (customer_id INT UNSIGNED NOT NULL, "
@@ -765,7 +772,7 @@ class Runner:
                     self.stage(tsv, data)
                     changes = self.diff()
                     self.guard(changes)
-                    mv_keys = self.mv_keys()
+                    mv_keys = self.mv_keys(changes)
                 run_id = None
                 if not self.check_mode:
                     run_id = self.apply(data, changes, tsv, workdir, direct=direct,

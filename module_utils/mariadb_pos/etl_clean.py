@@ -608,7 +608,8 @@ def _load_products(records, data, limits):
         records.loaded(first, last)
 
 
-def _plausible_order(placed: str, shipped: str | None, horizon: str) -> None:
+def _implausible_order(placed: str, shipped: str | None, horizon: str) -> None:
+    """Raise the RowError naming what is implausible about an order's dates."""
     if placed > horizon:
         raise RowError(f"implausible order date {placed}: in the future")
     if shipped is not None:
@@ -628,7 +629,8 @@ def _load_orders(records, data, horizon):
             cid = clean_id(fields[1], "customer id")
             row = (oid, cid, clean_timestamp(fields[2], "order date", False),
                    clean_timestamp(fields[3], "ship date", True))
-            _plausible_order(row[2], row[3], horizon)
+            if row[2] > horizon or (row[3] is not None and not row[2] <= row[3] <= horizon):
+                _implausible_order(row[2], row[3], horizon)
             known = data.orders.get(oid)
             if known is not None:
                 if known == row:
@@ -734,11 +736,12 @@ def _load_orderlines_fast(records, entries, orders, prices):
             merged += units
     stats.loaded += loaded
     stats.merged += merged
-    if bad:
+    if bad:  # one physical line each; no leading id to keep (pairs: see below)
+        rejects = stats.rejects
         for number, line in enumerate(lines[1:], start=2):
             reason = bad.get(line)
             if reason is not None:
-                records.reject(number, number, reason)
+                rejects.append((number, line, reason))
 
 
 _KEPT_WHAT = {"Customer": "customer", "Product": "product", "Order": "order"}
