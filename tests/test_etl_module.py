@@ -170,7 +170,7 @@ def test_generated_files_reconcile_with_manifest(target, tmp_path):
     assert {row[0]: row[2] for row in audit} == {
         name: f["read"] for name, f in manifest["files"].items()}
     assert [p["phase"] for p in result["phases"]] == [
-        "read", "fingerprint", "extract", "transform", "apply"]
+        "read", "fingerprint", "extract", "transform", "apply", "analyze"]
     assert all(p["rows_per_second"] >= 0 for p in result["phases"])
 
 
