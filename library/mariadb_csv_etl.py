@@ -81,7 +81,7 @@ options:
       - Up to this many changed keys (customer, product, day) are logged in C(ChangeLog) for an
         incremental refresh of the materialized views; beyond it RV(mv_refresh) is C(full).
     type: int
-    default: 50000
+    default: 2000
   login_user:
     description: Account to connect as (root over the unix socket by default).
     type: str
@@ -211,7 +211,7 @@ def main():
         reject_sample=dict(type="int", default=20),
         max_delete_percent=dict(type="float", default=5),
         delete_rejected=dict(type="bool", default=False),
-        mv_incremental_max_keys=dict(type="int", default=50000),
+        mv_incremental_max_keys=dict(type="int", default=2000),
     )
     argument_spec.update(CONNECTION_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

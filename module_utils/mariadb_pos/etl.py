@@ -287,7 +287,7 @@ class Runner:
         self.qetl = quote_ident(self.etl_db)
         self.max_delete_percent = float(params.get("max_delete_percent", 5))
         self.delete_rejected = bool(params.get("delete_rejected", False))
-        self.mv_max_keys = int(params.get("mv_incremental_max_keys", 50000))
+        self.mv_max_keys = int(params.get("mv_incremental_max_keys", 2000))
         self.staging_db = self.qetl
         self.phases: list[dict] = []
         self.conn = None
