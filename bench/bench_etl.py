@@ -18,7 +18,8 @@ Generates the four files (tests/support/pos_csv_generator.py), starts a throw-aw
 * noop_rerun -- the ETL again with unchanged files;
 * partial_reload -- the ETL with 1 % of the order-line lines removed (quantities lowered, pairs
                 deleted): the materialized views are then refreshed as the ETL advises
-                (incremental from the keys it logged in ChangeLog) and, for comparison, in full;
+                (incremental from the keys it logged in ChangeLog, or full beyond
+                mv_incremental_max_keys) and, for comparison, in full;
 * reload_other_files -- the ETL with another data set (seed + 1: nearly every row changes),
                 then the refresh it advises (full: more keys than mv_incremental_max_keys).
 
