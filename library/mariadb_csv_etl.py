@@ -19,8 +19,14 @@ description:
   - The SHA-256 of each file is recorded in C(<etl_database>.etl_file); a rerun with unchanged
     files reads only that table and reports C(changed=false).
   - The session sets C(@pos_bulk_load = 1) so the schema's data triggers do nothing; the module
-    fills C(OrderLine.unit_price) from the product's price and keeps the file's quantity on hand.
-    Run a FULL refresh of the materialized views afterwards when RV(data_changed) is true.
+    fills C(OrderLine.unit_price) from the product's price (an existing order line keeps the
+    price it was loaded with), keeps the file's quantity on hand, writes one C(PriceHistory) row
+    per price change, and logs the keys it changed in C(ChangeLog) (RV(mv_refresh) says whether
+    an incremental or a full refresh of the materialized views brings them up to date).
+  - A malformed line is rejected on its own (an unterminated quote never swallows the next
+    lines); a rejected line whose id was loaded before keeps the stored row (O(delete_rejected));
+    a reload that would delete more than O(max_delete_percent) of a table fails and writes
+    nothing.
   - Needs C(local_infile=ON) on the server. All writes go through the binlog (never
     C(sql_log_bin=0)).
 version_added: "1.0.0"
@@ -55,6 +61,27 @@ options:
     description: How many rejected rows to return in RV(rejects) (all of them are in the table).
     type: int
     default: 20
+  max_delete_percent:
+    description:
+      - A reload that would delete more than this share (in percent) of the rows of any table
+        (rows that hang off deleted ones included, e.g. the order lines of a deleted order)
+        fails naming the file, the table and the count, and writes nothing.
+      - C(100) allows any delete, e.g. to replace the data set on purpose.
+    type: float
+    default: 5
+  delete_rejected:
+    description:
+      - When a line is rejected and a previous load stored a row with the same id, delete that
+        row (C(true)) or keep it unchanged (C(false); the reject says so, and the file's rows
+        that depend on it are loaded).
+    type: bool
+    default: false
+  mv_incremental_max_keys:
+    description:
+      - Up to this many changed keys (customer, product, day) are logged in C(ChangeLog) for an
+        incremental refresh of the materialized views; beyond it RV(mv_refresh) is C(full).
+    type: int
+    default: 2000
   login_user:
     description: Account to connect as (root over the unix socket by default).
     type: str
@@ -124,9 +151,28 @@ files:
   type: dict
   sample: {"orders.csv": {"read": 2037, "loaded": 1935, "merged": 37, "rejected": 65}}
 tables:
-  description: Per table, rows_before, rows_after, inserted, updated, deleted.
+  description: Per table (and PriceHistory), rows_before, rows_after, inserted, updated,
+    deleted.
   returned: when the files were processed
   type: dict
+kept:
+  description: Per table, how many previously loaded rows were kept because their line was
+    rejected (see O(delete_rejected)).
+  returned: when the files were processed
+  type: dict
+  sample: {"Customer": 1}
+mv_refresh:
+  description: How to bring the materialized views up to date after this run. C(none) nothing
+    changed; C(incremental) the changed keys are in C(ChangeLog); C(full) a first load, more
+    keys than O(mv_incremental_max_keys), or a schema without C(ChangeLog).
+  returned: always
+  type: str
+  sample: incremental
+mv_keys:
+  description: Number of changed keys logged in C(ChangeLog) (0 unless RV(mv_refresh) is
+    C(incremental)).
+  returned: always
+  type: int
 phases:
   description: Rows, seconds and rows per second of each phase.
   returned: always
@@ -163,6 +209,9 @@ def main():
         force=dict(type="bool", default=False),
         lock_timeout=dict(type="int", default=60),
         reject_sample=dict(type="int", default=20),
+        max_delete_percent=dict(type="float", default=5),
+        delete_rejected=dict(type="bool", default=False),
+        mv_incremental_max_keys=dict(type="int", default=2000),
     )
     argument_spec.update(CONNECTION_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -174,6 +223,9 @@ def main():
     if unknown:
         module.fail_json(msg="file_names: unknown keys {} (customers, products, orders, "
                              "orderlines)".format(", ".join(sorted(unknown))))
+    if not 0 <= module.params["max_delete_percent"] <= 100:
+        module.fail_json(msg="max_delete_percent must be between 0 and 100, got {}".format(
+            module.params["max_delete_percent"]))
     try:
         result = run(module.params, check_mode=module.check_mode, progress=module.log)
     except EtlError as error:

@@ -19,13 +19,13 @@ from mariadb_pos.etl_clean import (
     clean_zip,
 )
 
+from tests.support.etl_target import write_files
 from tests.support.pos_csv_generator import generate
-from tests.test_etl_support import write_files
 
 
-def extract(folder):
-    return etl_clean.extract({key: str(folder / name) for key, (name, _h) in
-                              etl_clean.FILES.items()})
+def extract(folder, **options):
+    return etl_clean.extract(etl_clean.read_files(
+        {key: str(folder / name) for key, (name, _h) in etl_clean.FILES.items()}), **options)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -148,7 +148,7 @@ def test_bom_crlf_duplicates_city_conflict_and_accounting(tmp_path):
     reasons = [reject[2] for reject in lines.rejects]
     assert any("product id 2" in r for r in reasons) and any("order id 2" in r for r in reasons)
     assert any("wrong column count" in r for r in reasons)
-    raw = etl_clean.fetch_raw_lines(stats["customers"].path, stats["customers"].rejects)
+    raw = stats["customers"].rejects
     assert raw[0][0] == 6 and raw[0][1].startswith("4,Cy,Oh")
     assert "already defined" in raw[1][2] and raw[1][0] == 7
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.etl_target import REPO_ROOT, target_fixture
 from tests.support.pos_csv_generator import generate
-from tests.test_etl_support import REPO_ROOT, target_fixture
 
 __all__ = ["target_fixture"]  # the `target` fixture
 
@@ -47,7 +47,8 @@ def test_playbook_load_rerun_check_and_reload(target, tmp_path):
     shutil.copytree(REPO_ROOT / "files" / "data", data)
     extra = {"pos_etl_data_dir": str(data), "pos_etl_remote_dir": str(tmp_path / "remote"),
              "pos_etl_database": target.db, "pos_etl_etl_database": target.etl_db,
-             "pos_etl_login_unix_socket": target.server.socket}
+             "pos_etl_login_unix_socket": target.server.socket,
+             "pos_etl_max_delete_percent": 100}
 
     changed, output = play(tmp_path, extra)
     assert changed >= 3, output  # folder, files, load (and the refresh)

@@ -1,23 +1,34 @@
 """Extract and clean the course's four CSV files (pure Python: no database, no Ansible).
 
-Every physical input record ends in exactly one of three buckets, so that
-``read == loaded + merged + rejected`` holds for every file:
+Each file is read once (:class:`InputFile`: its bytes are hashed for the fingerprint and decoded
+once into physical lines). Every physical data line ends in exactly one of three buckets, so that
+``read == loaded + merged + rejected`` holds for every file, whatever the damage:
 
 * loaded   -- a clean row that becomes (part of) a row of the final schema;
-* merged   -- an exact duplicate of an earlier row (for order lines: one more unit of a pair
-              already seen, which becomes ``quantity``);
-* rejected -- a row that cannot be loaded, with its line number and the reason; the raw text is
-              fetched afterwards (see :func:`fetch_raw_lines`) so the fast path stays fast.
+* merged   -- an exact duplicate of an earlier row; for order lines one more unit of a pair
+              already seen (it becomes ``quantity``); the continuation lines of a well-formed
+              record whose quoted address spans lines;
+* rejected -- one physical line that cannot be loaded, with its line number, raw text and reason.
+
+Quoting (:class:`Records`): a line is parsed on its own. A quoted value left open at the end of
+its line is accepted across lines only when the joined lines are well-formed CSV (strict), the
+open value is an address line, the record has the header's column count and is loaded; otherwise
+that one physical line is rejected ("unterminated quote ...") and parsing resumes on the next
+physical line -- the next line is never swallowed.
 
 Cleaning decisions (documented in docs/etl.md):
 
-* a byte-order mark at the start of a file is dropped; CRLF line ends are accepted; surrounding
-  whitespace and stray double quotes around a value are removed;
+* a UTF-8 byte-order mark is dropped; UTF-16/32 files are refused naming the encoding; CRLF and
+  CR line ends are accepted; surrounding whitespace and stray double quotes around a value are
+  removed;
 * ZIP codes that lost their leading zeros are left-padded (2134 -> 02134); ZIP+4 forms keep the
   first five digits (02134-1234 / 021341234 -> 02134);
 * prices lose currency signs, thousands separators and stray quotes ("$1,234.56" -> 1234.56);
+  negative prices and prices with more than two decimals are rejected saying so;
 * Shipped "Cancelled" (any case) or blank -> NULL; birthdates m/d/Y or Y-m-d, blank or
   0000-00-00 -> NULL; timestamps Y-m-d H:M[:S] (or m/d/Y H:M[:S]);
+* plausibility: an order date or ship date more than a day ahead of the clock, a ship date before
+  the order date, a birthdate before 1900 or in the future are rejected;
 * an empty address line 2 -> NULL;
 * one ZIP spelled with several (city, state) spellings: the most frequent spelling wins, ties go
   to the spelling seen first; every conflict is reported;
@@ -26,12 +37,15 @@ Cleaning decisions (documented in docs/etl.md):
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import datetime
+import errno
 import hashlib
-import io
+import os
 import re
+import stat
 import time
 from collections import Counter
 
@@ -43,6 +57,9 @@ FILES = {
     "orderlines": ("orderlines.csv", ["OID", "PID"]),
 }
 FILE_ORDER = ("customers", "products", "orders", "orderlines")
+# Columns whose quoted value may span lines (a postal address line may hold a line break).
+MULTILINE_COLUMNS = {"customers": frozenset({6, 7})}
+MAX_RECORD_LINES = 20  # a quoted value spanning more lines is an unterminated quote
 
 # Default column widths of files/sql/001_base_tables.sql; the module reads the real ones from
 # information_schema and passes them in, so a wider or narrower schema is honoured.
@@ -59,13 +76,14 @@ DEFAULT_LIMITS = {
 MAX_ID = 4294967295          # INT UNSIGNED
 MAX_INT = 2147483647         # INT (quantity_on_hand, quantity)
 MAX_PRICE = 99999999.99      # DECIMAL(10,2)
+EARLIEST_BIRTHDATE = "1900-01-01"
 NULL = None
 
-_BOM = "\ufeff"
 _ZIP_RE = re.compile(r"^(?:(\d{1,5})(?:-\d{4})?|(\d{9}))$")
 _STATE_RE = re.compile(r"^[A-Za-z]{2}$")
 _INT_RE = re.compile(r"^\d{1,3}(?:,\d{3})+$|^\d+$")
 _PRICE_RE = re.compile(r"^(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?$|^\.(\d{1,2})$")
+_LONG_DECIMALS_RE = re.compile(r"^(?:\d{1,3}(?:,\d{3})+|\d+)?\.\d{3,}$")
 _MDY_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 _YMD_RE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _TS_RE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
@@ -73,6 +91,10 @@ _TS_MDY_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?: (\d{1,2}):(\d{2})(?::(
 _TS_EXACT_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _CURRENCY = "$€£¥ "
 _ZERO_DATES = ("0000-00-00", "0000-00-00 00:00:00", "00/00/0000")
+# Byte-order marks of the encodings that are not UTF-8 (UTF-32 first: its LE mark starts with
+# UTF-16's), with the name iconv knows them by.
+_FOREIGN_BOMS = ((codecs.BOM_UTF32_BE, "UTF-32BE"), (codecs.BOM_UTF32_LE, "UTF-32LE"),
+                 (codecs.BOM_UTF16_BE, "UTF-16BE"), (codecs.BOM_UTF16_LE, "UTF-16LE"))
 
 
 class EtlInputError(Exception):
@@ -125,6 +147,8 @@ def clean_id(value: str, what: str) -> int:
 def clean_quantity(value: str) -> int:
     raw = clean_text(value)
     if not _INT_RE.match(raw):
+        if raw.startswith("-") and _INT_RE.match(raw[1:].strip()):
+            raise RowError(f"negative quantity on hand {raw!r}")
         raise RowError(f"unparseable quantity on hand {raw!r}")
     number = int(raw.replace(",", ""))
     if number > MAX_INT:
@@ -137,6 +161,11 @@ def clean_price(value: str) -> str:
     raw = value.strip().strip("\"'").strip().lstrip(_CURRENCY).strip("\"'").strip()
     match = _PRICE_RE.match(raw)
     if not match:
+        unsigned = raw[1:].lstrip(_CURRENCY) if raw.startswith("-") else raw
+        if unsigned != raw and (_PRICE_RE.match(unsigned) or _LONG_DECIMALS_RE.match(unsigned)):
+            raise RowError(f"negative price {value.strip()!r}")
+        if _LONG_DECIMALS_RE.match(raw):
+            raise RowError(f"price {value.strip()!r} has more than two decimals (cents)")
         raise RowError(f"unparseable price {value.strip()!r}")
     whole, cents, only_cents = match.groups()
     whole = (whole or "0").replace(",", "")
@@ -163,6 +192,16 @@ def clean_date(value: str, what: str) -> str | None:
         return datetime.date(year, month, day).isoformat()
     except ValueError:
         raise RowError(f"invalid {what} {raw!r}") from None
+
+
+def clean_birthdate(value: str, today: str) -> str | None:
+    """A birthdate, NULL when blank; before 1900 or after ``today`` (Y-m-d) is implausible."""
+    birth = clean_date(value, "birthdate")
+    if birth is not None and birth < EARLIEST_BIRTHDATE:
+        raise RowError(f"implausible birthdate {clean_text(value)!r}: before 1900")
+    if birth is not None and birth > today:
+        raise RowError(f"implausible birthdate {clean_text(value)!r}: in the future")
+    return birth
 
 
 def clean_timestamp(value: str, what: str, nullable: bool) -> str | None:
@@ -210,7 +249,7 @@ def _optional(value: str, what: str, limit: int) -> str | None:
 
 # ---------------------------------------------------------------- file reading
 class FileStats:
-    """Per-file accounting; ``rejects`` holds (first_line, last_line, reason)."""
+    """Per-file accounting; ``rejects`` holds (line number, raw line, reason)."""
 
     def __init__(self, name: str, path: str):
         self.name = name
@@ -218,7 +257,7 @@ class FileStats:
         self.read = 0
         self.loaded = 0
         self.merged = 0
-        self.rejects: list[tuple[int, int, str]] = []
+        self.rejects: list[tuple[int, str, str]] = []
         self.sha256 = ""
         self.size = 0
         self.seconds = 0.0
@@ -233,26 +272,55 @@ class FileStats:
                     rejected=self.rejected, seconds=round(self.seconds, 3))
 
 
-def sha256_file(path: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes; a clear message when the path is not a readable regular file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise EtlInputError(f"{path}: a symbolic link to {os.readlink(path)!r}, which does "
+                                "not exist") from None
+        raise EtlInputError(f"{path}: file not found") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise EtlInputError(f"{path}: a symbolic link loop (the link points back to "
+                                "itself), not a file") from None
+        raise EtlInputError(f"{path}: cannot read the file: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise EtlInputError(f"{path}: a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise EtlInputError(f"{path}: not a regular file (a device, socket or pipe)")
     try:
         with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-                size += len(block)
+            return handle.read()
     except OSError as error:
         raise EtlInputError(f"{path}: cannot read the file: {error.strerror}") from None
-    return digest.hexdigest(), size
 
 
-def _decode(path: str) -> str:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise EtlInputError(f"{path}: cannot read the file: {error.strerror}") from None
+def _utf16_without_bom(data: bytes) -> str | None:
+    """'UTF-16LE'/'UTF-16BE' when the NUL bytes sit where ASCII text in UTF-16 puts them."""
+    sample = data[:4096] if len(data) % 2 == 0 else data[:4095]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+        return "UTF-16LE"
+    if even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+        return "UTF-16BE"
+    return None
+
+
+def decode(path: str, data: bytes) -> str:
+    """UTF-8 text without its byte-order mark; anything else fails naming what was found."""
+    for bom, name in _FOREIGN_BOMS:
+        if data.startswith(bom):
+            raise EtlInputError(f"{path}: encoded as {name} (byte-order mark found); UTF-8 is "
+                                f"required: convert it, e.g. iconv -f {name} -t UTF-8")
     if b"\x00" in data[:65536]:
+        found = _utf16_without_bom(data)
+        if found:
+            raise EtlInputError(f"{path}: looks like {found} text without a byte-order mark; "
+                                f"UTF-8 is required: convert it, e.g. iconv -f {found} -t UTF-8")
         raise EtlInputError(f"{path}: not a CSV text file (binary content: NUL bytes)")
     try:
         text = data.decode("utf-8")
@@ -260,9 +328,174 @@ def _decode(path: str) -> str:
         line = data.count(b"\n", 0, error.start) + 1
         raise EtlInputError(f"{path}: not a UTF-8 CSV text file (invalid byte "
                             f"0x{data[error.start]:02x} on line {line})") from None
-    if text.startswith(_BOM):
-        text = text[1:]
-    return text
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+class InputFile:
+    """One of the four files, read once: bytes hashed at once, decoded once when first needed."""
+
+    def __init__(self, key: str, path: str):
+        self.key = key
+        self.name, self.header = FILES[key]
+        self.path = path
+        self._data: bytes | None = _read_bytes(path)
+        self.sha256 = hashlib.sha256(self._data).hexdigest()
+        self.size = len(self._data)
+        self._lines: list[str] | None = None
+        self.has_quote = False
+
+    def lines(self) -> list[str]:
+        """Physical lines without their ends (CRLF, LF or CR); a final line end adds none."""
+        if self._lines is None:
+            text = decode(self.path, self._data)
+            self._data = None  # the text is all that is needed from here on
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            self.has_quote = '"' in text
+            lines = text.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            self._lines = lines
+        return self._lines
+
+
+def _open_quote_column(line: str) -> int | None:
+    """1-based column whose quoted value is still open at the end of ``line`` (the csv
+    module's lenient reading of a quote inside a value), or None when every quote closes."""
+    column, state, opened = 1, "start", None
+    for char in line:
+        if state == "quoted":
+            if char == '"':
+                state = "quote"
+        elif char == ",":
+            column, state = column + 1, "start"
+        elif state == "start":
+            if char == '"':
+                state, opened = "quoted", column
+            else:
+                state = "plain"
+        elif state == "quote":
+            state = "quoted" if char == '"' else "plain"
+    return opened if state == "quoted" else None
+
+
+def _parse_line(line: str) -> tuple[list[str] | None, int | None]:
+    """(fields, None) for a line whose quotes close; (None, column) for an unterminated quote."""
+    try:
+        return next(csv.reader((line,), strict=True)), None
+    except csv.Error:
+        pass
+    column = _open_quote_column(line)
+    if column is not None:
+        return None, column
+    # A quote inside a value or text after a closing quote: read leniently, as the csv module
+    # always did ('"Bo"b' -> 'Bob'); the cleaning rules judge the values.
+    return next(csv.reader((line,), strict=False)), None
+
+
+def _parse_record(text: str) -> tuple[list[str] | None, bool]:
+    """Strict parse of joined lines: (fields, False) for exactly one well-formed record,
+    (None, True) while a quote is still open, (None, False) when malformed."""
+    try:
+        rows = list(csv.reader((text,), strict=True))
+    except csv.Error as error:
+        return None, "unexpected end of data" in str(error)
+    return (rows[0], False) if len(rows) == 1 else (None, False)
+
+
+class Records:
+    """The data records of a file, one physical line at a time (see the module docstring).
+
+    Iterating yields (first line, last line, fields). The loader reports each record's fate with
+    :meth:`loaded`, :meth:`merged` or :meth:`reject`; rejecting a record that spans lines
+    rejects only its first line, as an unterminated quote, and resumes on the next line.
+    """
+
+    def __init__(self, source: InputFile, stats: FileStats):
+        lines = source.lines()
+        if not lines:
+            raise EtlInputError(f"{source.path}: the file is empty (header "
+                                f"{','.join(source.header)} expected)")
+        fields, column = _parse_line(lines[0])
+        _check_header(source.path, fields if column is None else [lines[0]], source.header)
+        self.lines = lines
+        self.stats = stats
+        self.columns = len(source.header)
+        self.multiline = MULTILINE_COLUMNS.get(source.key, frozenset())
+        self.next_index = 1
+        self.open_quote: dict[int, int] = {}  # line index -> column of its unterminated quote
+        stats.read = len(lines) - 1
+        # leading id of each rejected line -> positions in stats.rejects
+        self.rejected_ids: dict[int, list[int]] = {}
+
+    def __iter__(self):
+        lines, count = self.lines, len(self.lines)
+        number = self.next_index  # index of the next line; after "+= 1" the number of the line read
+        while number < count:
+            line = lines[number]
+            number += 1
+            if '"' not in line:  # the common case, kept lean
+                yield number, number, line.split(",")
+                continue
+            fields, column = _parse_line(line)
+            if column is None:
+                yield number, number, fields
+                continue
+            index = number - 1
+            self.open_quote[index] = column
+            last, fields = self._spanning_record(index, column)
+            if fields is None:
+                self._reject_line(index, self._unterminated(index, column))
+                continue
+            self.next_index = last + 1
+            yield number, last + 1, fields
+            number = self.next_index  # moved back when the loader rejected the record
+
+    def _spanning_record(self, index: int, column: int) -> tuple[int, list[str] | None]:
+        """The well-formed record of the header's width that starts on line ``index`` with an
+        address value open at its end, or (index, None)."""
+        if column - 1 not in self.multiline:
+            return index, None
+        lines = self.lines
+        for last in range(index + 1, min(index + MAX_RECORD_LINES, len(lines))):
+            if '"' not in lines[last]:
+                continue  # the value stays open
+            fields, still_open = _parse_record("\n".join(lines[index:last + 1]))
+            if still_open:
+                continue
+            if fields is not None and len(fields) == self.columns and not any(
+                    "\n" in value for number, value in enumerate(fields)
+                    if number not in self.multiline):
+                return last, fields
+            break
+        return index, None
+
+    def _unterminated(self, index: int, column: int) -> str:
+        return (f"unterminated quote: the quoted value of column {column} on line {index + 1} "
+                "is not closed on that line (the next lines were read on their own)")
+
+    def _reject_line(self, index: int, reason: str) -> None:
+        raw = self.lines[index]
+        self.stats.rejects.append((index + 1, raw, reason))
+        head = raw.split(",", 1)[0].strip().strip('"').strip()
+        if head.isdigit() and head.isascii() and 0 < int(head) <= MAX_ID:
+            self.rejected_ids.setdefault(int(head), []).append(len(self.stats.rejects) - 1)
+
+    def reject(self, first: int, last: int, reason: str) -> None:
+        if last == first:
+            self._reject_line(first - 1, reason)
+            return
+        index = first - 1
+        self._reject_line(index, f"{self._unterminated(index, self.open_quote[index])}; "
+                                 f"lines {first}-{last} joined would be rejected: {reason}")
+        self.next_index = index + 1
+
+    def loaded(self, first: int, last: int) -> None:
+        self.stats.loaded += 1
+        self.stats.merged += last - first
+
+    def merged(self, first: int, last: int) -> None:
+        self.stats.merged += 1 + last - first
 
 
 def _check_header(path: str, first: list[str], header: list[str]) -> None:
@@ -272,55 +505,15 @@ def _check_header(path: str, first: list[str], header: list[str]) -> None:
                             f"{','.join(header)!r}")
 
 
-def iter_records(path: str, header: list[str], stats: FileStats):
-    """Yield (first_line, last_line, fields) for each data record after checking the header."""
-    text = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
-    try:
-        first = next(reader, None)
-    except csv.Error as error:
-        raise EtlInputError(f"{path}: not a CSV file: {error}") from None
-    if first is None:
-        raise EtlInputError(f"{path}: the file is empty (header {','.join(header)} expected)")
-    _check_header(path, first, header)
-    previous = reader.line_num
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            stats.read += 1
-            stats.rejects.append((previous + 1, reader.line_num, f"malformed CSV: {error}"))
-            previous = reader.line_num
-            continue
-        stats.read += 1
-        yield previous + 1, reader.line_num, fields
-        previous = reader.line_num
-
-
-def fetch_raw_lines(path: str, rejects: list[tuple]) -> list[tuple[int, str, str]]:
-    """(line, raw text, reason) for each reject, read back from the file in one pass (a reject
-    that already carries its raw text as a 4th item is taken as is)."""
-    if not rejects:
-        return []
-    if all(len(reject) == 4 for reject in rejects):
-        return [(first, raw, reason) for first, _last, reason, raw in rejects]
-    wanted = {}
-    for first, last, *_rest in rejects:
-        for number in range(first, last + 1):
-            wanted[number] = None
-    text = _decode(path)
-    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
-        if number in wanted:
-            wanted[number] = line.rstrip("\r\n")
-    return [(first, "\n".join(wanted[n] or "" for n in range(first, last + 1)), reason)
-            for first, last, reason, *_raw in rejects]
-
-
 # ---------------------------------------------------------------- the four files
 class CleanData:
-    """The cleaned rows of the four files, in the final schema's column order."""
+    """The cleaned rows of the four files, in the final schema's column order.
+
+    ``kept``: ids whose line was rejected but which a previous load stored -- the old row stays
+    (unless delete_rejected), so the file's rows that depend on it are loaded:
+    {"Customer": {id: None}, "Order": {id: customer id}, "Product": {id: current price},
+    "OrderLine": {(order id, product id): None}}.
+    """
 
     def __init__(self):
         self.cities: dict[str, tuple] = {}
@@ -330,6 +523,8 @@ class CleanData:
         self.orderlines: dict[tuple[int, int], list] = {}
         self.stats: dict[str, FileStats] = {}
         self.city_conflicts: list[dict] = []
+        self.kept: dict[str, dict] = {"Customer": {}, "Order": {}, "Product": {},
+                                      "OrderLine": {}}
 
 
 def _check_columns(fields: list[str], expected: int) -> None:
@@ -339,12 +534,14 @@ def _check_columns(fields: list[str], expected: int) -> None:
         raise RowError(f"wrong column count: {len(fields)} instead of {expected}")
 
 
-def _load_customers(path, stats, data, limits):
+def _load_customers(records, data, limits, horizon):
     spellings: dict[str, Counter] = {}
     first_seen: dict[tuple, int] = {}
     seen_lines: dict[int, int] = {}
+    city_of: dict[int, tuple] = {}
+    today = horizon[:10]
     order = 0
-    for first, last, fields in iter_records(path, FILES["customers"][1], stats):
+    for first, last, fields in records:
         try:
             _check_columns(fields, 10)
             cid = clean_id(fields[0], "customer id")
@@ -355,24 +552,24 @@ def _load_customers(path, stats, data, limits):
                    _required(fields[6], "address line 1", limits[("Customer", "address_line1")]),
                    _optional(fields[7], "address line 2", limits[("Customer", "address_line2")]),
                    NULL,
-                   clean_date(fields[9], "birthdate"),
+                   clean_birthdate(fields[9], today),
                    clean_zip(fields[5]))
             city = _required(fields[3], "city", limits[("City", "city")])
             state = clean_state(fields[4])
             known = data.customers.get(cid)
             if known is not None:
-                if known == row and data._customer_city[cid] == (city, state):
-                    stats.merged += 1
+                if known == row and city_of[cid] == (city, state):
+                    records.merged(first, last)
                     continue
                 raise RowError(f"customer id {cid} already defined with other values on line "
                                f"{seen_lines[cid]}")
         except RowError as error:
-            stats.rejects.append((first, last, str(error)))
+            records.reject(first, last, str(error))
             continue
         data.customers[cid] = row
-        data._customer_city[cid] = (city, state)
+        city_of[cid] = (city, state)
         seen_lines[cid] = first
-        stats.loaded += 1
+        records.loaded(first, last)
         spelling = (city, state)
         spellings.setdefault(row[8], Counter())[spelling] += 1
         if (row[8], spelling) not in first_seen:
@@ -388,9 +585,9 @@ def _load_customers(path, stats, data, limits):
                 spellings={"{}, {}".format(*s): n for s, n in sorted(counter.items())}))
 
 
-def _load_products(path, stats, data, limits):
+def _load_products(records, data, limits):
     seen_lines: dict[int, int] = {}
-    for first, last, fields in iter_records(path, FILES["products"][1], stats):
+    for first, last, fields in records:
         try:
             _check_columns(fields, 4)
             pid = clean_id(fields[0], "product id")
@@ -399,43 +596,57 @@ def _load_products(path, stats, data, limits):
             known = data.products.get(pid)
             if known is not None:
                 if known == row:
-                    stats.merged += 1
+                    records.merged(first, last)
                     continue
                 raise RowError(f"product id {pid} already defined with other values on line "
                                f"{seen_lines[pid]}")
         except RowError as error:
-            stats.rejects.append((first, last, str(error)))
+            records.reject(first, last, str(error))
             continue
         data.products[pid] = row
         seen_lines[pid] = first
-        stats.loaded += 1
+        records.loaded(first, last)
 
 
-def _load_orders(path, stats, data):
+def _implausible_order(placed: str, shipped: str | None, horizon: str) -> None:
+    """Raise the RowError naming what is implausible about an order's dates."""
+    if placed > horizon:
+        raise RowError(f"implausible order date {placed}: in the future")
+    if shipped is not None:
+        if shipped > horizon:
+            raise RowError(f"implausible ship date {shipped}: in the future")
+        if shipped < placed:
+            raise RowError(f"ship date {shipped} before the order date {placed}")
+
+
+def _load_orders(records, data, horizon):
     seen_lines: dict[int, int] = {}
-    for first, last, fields in iter_records(path, FILES["orders"][1], stats):
+    customers, kept_customers = data.customers, data.kept["Customer"]
+    for first, last, fields in records:
         try:
             _check_columns(fields, 4)
             oid = clean_id(fields[0], "order id")
             cid = clean_id(fields[1], "customer id")
             row = (oid, cid, clean_timestamp(fields[2], "order date", False),
                    clean_timestamp(fields[3], "ship date", True))
+            if row[2] > horizon or (row[3] is not None and not row[2] <= row[3] <= horizon):
+                _implausible_order(row[2], row[3], horizon)
             known = data.orders.get(oid)
             if known is not None:
                 if known == row:
-                    stats.merged += 1
+                    records.merged(first, last)
                     continue
                 raise RowError(f"order id {oid} already defined with other values on line "
                                f"{seen_lines[oid]}")
-            if cid not in data.customers:
+            if cid not in customers and cid not in kept_customers:
                 raise RowError(f"orphan reference: customer id {cid} is not in customers.csv "
                                "(or was rejected)")
         except RowError as error:
-            stats.rejects.append((first, last, str(error)))
+            records.reject(first, last, str(error))
             continue
         data.orders[oid] = row
         seen_lines[oid] = first
-        stats.loaded += 1
+        records.loaded(first, last)
 
 
 def _orderline_key(a: str, b: str) -> tuple[int, int]:
@@ -444,54 +655,54 @@ def _orderline_key(a: str, b: str) -> tuple[int, int]:
     return clean_id(a, "order id"), clean_id(b, "product id")
 
 
-def _add_orderline(data, stats, key, units):
-    """Account ``units`` lines of one (order, product) pair; raise RowError for orphans."""
-    entry = data.orderlines.get(key)
-    if entry is not None:
-        entry[2] += units
-        stats.merged += units
-        return
-    if key[0] not in data.orders:
-        raise RowError(f"orphan reference: order id {key[0]} is not in orders.csv "
-                       "(or was rejected)")
-    product = data.products.get(key[1])
-    if product is None:
-        raise RowError(f"orphan reference: product id {key[1]} is not in products.csv "
-                       "(or was rejected)")
-    # unit_price is the product's current price (the ETL fills it, triggers are bypassed)
-    data.orderlines[key] = [key[0], key[1], units, product[2]]
-    stats.loaded += 1
-    stats.merged += units - 1
-
-
-def _load_orderlines(path, stats, data):
-    text = _decode(path)
-    if '"' in text or text.count("\r") != text.count("\r\n"):
-        # quoted fields or bare CR line ends: the general CSV path
-        for first, last, fields in iter_records(path, FILES["orderlines"][1], stats):
+def _load_orderlines(source, records, data):
+    """A pair repeated n times is quantity n; unit_price is the product's price of this load
+    (a kept product's stored price), the ETL fills it (triggers are bypassed)."""
+    orders = set(data.orders) | set(data.kept["Order"])
+    prices = {pid: row[2] for pid, row in data.products.items()}
+    prices.update(data.kept["Product"])
+    entries = data.orderlines
+    if source.has_quote:
+        # quoted fields: record by record (rarely used: the course's files have no quotes)
+        for first, last, fields in records:
             try:
                 _check_columns(fields, 2)
-                _add_orderline(data, stats, _orderline_key(*fields), 1)
+                key = _orderline_key(*fields)
+                _add_orderline(entries, orders, prices, key)
             except RowError as error:
-                stats.rejects.append((first, last, str(error)))
+                records.reject(first, last, str(error))
+                continue
+            if len(entries[key]) == 4 and entries[key][2] == 1:
+                records.loaded(first, last)
+            else:
+                records.merged(first, last)
     else:
-        _load_orderlines_fast(path, text, stats, data)
-    for entry in data.orderlines.values():
+        _load_orderlines_fast(records, entries, orders, prices)
+    for entry in entries.values():
         if entry[2] > MAX_INT:
-            raise EtlInputError(f"{path}: quantity of order {entry[0]} product {entry[1]} "
-                                f"exceeds {MAX_INT}")
+            raise EtlInputError(f"{source.path}: quantity of order {entry[0]} product "
+                                f"{entry[1]} exceeds {MAX_INT}")
 
 
-def _load_orderlines_fast(path, text, stats, data):
-    """No quoting possible: count identical lines in C, parse each distinct line once; a pair
-    repeated n times is quantity n. Rejects carry their raw text (no second read)."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    header = next(csv.reader([lines[0] if lines else ""]), [])
-    _check_header(path, header, FILES["orderlines"][1])
-    stats.read = len(lines) - 1
-    orders, products, entries = data.orders, data.products, data.orderlines
+def _add_orderline(entries, orders, prices, key):
+    """One more unit of the pair ``key``; RowError for orphans."""
+    entry = entries.get(key)
+    if entry is not None:
+        entry[2] += 1
+        return
+    if key[0] not in orders:
+        raise RowError(f"orphan reference: order id {key[0]} is not in orders.csv "
+                       "(or was rejected)")
+    price = prices.get(key[1])
+    if price is None:
+        raise RowError(f"orphan reference: product id {key[1]} is not in products.csv "
+                       "(or was rejected)")
+    entries[key] = [key[0], key[1], 1, price]
+
+
+def _load_orderlines_fast(records, entries, orders, prices):
+    """No quote in the file: count identical lines in C, parse each distinct line once."""
+    stats, lines = records.stats, records.lines
     loaded = merged = 0
     bad = {}
     for line, units in Counter(lines[1:]).items():
@@ -503,49 +714,133 @@ def _load_orderlines_fast(path, text, stats, data):
                 entry[2] += units
                 merged += units
                 continue
-            product = products.get(key[1])
-            if key[0] in orders and product is not None:
-                entries[key] = [key[0], key[1], units, product[2]]
+            price = prices.get(key[1])
+            if key[0] in orders and price is not None:
+                entries[key] = [key[0], key[1], units, price]
                 loaded += 1
                 merged += units - 1
                 continue
         try:  # anything else: the general rules name the cause
             fields = line.split(",")
             _check_columns(fields, 2)
-            _add_orderline(data, stats, _orderline_key(*fields), units)
+            key = _orderline_key(*fields)
+            _add_orderline(entries, orders, prices, key)
         except RowError as error:
             bad[line] = str(error)
+            continue
+        entries[key][2] += units - 1
+        if entries[key][2] == units:
+            loaded += 1
+            merged += units - 1
+        else:
+            merged += units
     stats.loaded += loaded
     stats.merged += merged
-    if bad:
+    if bad:  # one physical line each; no leading id to keep (pairs: see below)
+        rejects = stats.rejects
         for number, line in enumerate(lines[1:], start=2):
             reason = bad.get(line)
             if reason is not None:
-                stats.rejects.append((number, number, reason, line))
+                rejects.append((number, line, reason))
 
 
-def extract(paths: dict[str, str], limits: dict | None = None, progress=None) -> CleanData:
-    """Read and clean the four files; raise EtlInputError when a whole file is unusable."""
+_KEPT_WHAT = {"Customer": "customer", "Product": "product", "Order": "order"}
+
+
+def _keep_rejected(records, data, table, loaded, lookup, delete_rejected):
+    """Previously loaded rows whose line was rejected now: kept unless ``delete_rejected``;
+    each such reject says what happens to the old row."""
+    ids = [i for i in records.rejected_ids if i not in loaded]
+    if not ids or lookup is None:
+        return
+    stored = lookup(table, ids)
+    what = _KEPT_WHAT[table]
+    rejects = records.stats.rejects
+    for row_id, value in stored.items():
+        if delete_rejected:
+            note = (f"; the {what} {row_id} loaded before is deleted (delete_rejected)")
+        elif table == "Order" and value not in data.customers and \
+                value not in data.kept["Customer"]:
+            note = (f"; the order {row_id} loaded before is deleted: its customer {value} "
+                    "is gone")
+        else:
+            note = (f"; the {what} {row_id} loaded before is kept unchanged "
+                    "(delete_rejected: true would delete it)")
+            data.kept[table][row_id] = value
+        for position in records.rejected_ids[row_id]:
+            line, raw, reason = rejects[position]
+            rejects[position] = (line, raw, reason + note)
+
+
+def _keep_rejected_orderlines(records, data, lookup, delete_rejected):
+    """A rejected order line whose pair a previous load stored, and of which no valid line is
+    left, keeps the stored row (quantity and price) while its order and product stay."""
+    if lookup is None:
+        return
+    positions: dict[tuple[int, int], list[int]] = {}
+    for position, (_line, raw, _reason) in enumerate(records.stats.rejects):
+        parts = [part.strip().strip('"').strip() for part in raw.split(",")]
+        if len(parts) == 2 and all(p.isdigit() and p.isascii() for p in parts):
+            pair = (int(parts[0]), int(parts[1]))
+            if pair not in data.orderlines:
+                positions.setdefault(pair, []).append(position)
+    if not positions:
+        return
+    orders = (data.orders, data.kept["Order"])
+    products = (data.products, data.kept["Product"])
+    rejects = records.stats.rejects
+    for pair in lookup("OrderLine", list(positions)):
+        if delete_rejected:
+            note = f"; the order line {pair} loaded before is deleted (delete_rejected)"
+        elif any(pair[0] in found for found in orders) and any(
+                pair[1] in found for found in products):
+            note = (f"; the order line {pair} loaded before is kept unchanged "
+                    "(delete_rejected: true would delete it)")
+            data.kept["OrderLine"][pair] = None
+        else:
+            note = f"; the order line {pair} loaded before is deleted with its order or product"
+        for position in positions[pair]:
+            line, raw, reason = rejects[position]
+            rejects[position] = (line, raw, reason + note)
+
+
+def extract(files: dict[str, InputFile], limits: dict | None = None, *, lookup=None,
+            delete_rejected: bool = False, now: datetime.datetime | None = None) -> CleanData:
+    """Clean the four files; raise EtlInputError when a whole file is unusable.
+
+    ``lookup(table, ids)`` (optional) returns the ids of ``table`` ("Customer", "Order",
+    "Product") a previous load stored, with the order's customer id / the product's price.
+    ``now``: the clock the plausibility rules compare with (default: this host's).
+    """
     merged_limits = dict(DEFAULT_LIMITS)
     merged_limits.update(limits or {})
+    horizon = ((now or datetime.datetime.now()) + datetime.timedelta(days=1)).strftime(
+        "%Y-%m-%d %H:%M:%S")
     data = CleanData()
-    data._customer_city = {}
     for key in FILE_ORDER:
-        path = paths[key]
-        stats = FileStats(FILES[key][0], path)
+        source = files[key]
+        stats = FileStats(source.name, source.path)
+        stats.sha256, stats.size = source.sha256, source.size
         data.stats[key] = stats
         started = time.monotonic()
-        stats.sha256, stats.size = sha256_file(path)
+        records = Records(source, stats)
         if key == "customers":
-            _load_customers(path, stats, data, merged_limits)
+            _load_customers(records, data, merged_limits, horizon)
+            _keep_rejected(records, data, "Customer", data.customers, lookup, delete_rejected)
         elif key == "products":
-            _load_products(path, stats, data, merged_limits)
+            _load_products(records, data, merged_limits)
+            _keep_rejected(records, data, "Product", data.products, lookup, delete_rejected)
         elif key == "orders":
-            _load_orders(path, stats, data)
+            _load_orders(records, data, horizon)
+            _keep_rejected(records, data, "Order", data.orders, lookup, delete_rejected)
         else:
-            _load_orderlines(path, stats, data)
+            _load_orderlines(source, records, data)
+            _keep_rejected_orderlines(records, data, lookup, delete_rejected)
+        stats.rejects.sort()
         stats.seconds = time.monotonic() - started
-        if progress:
-            progress("extract", stats.name, stats.read, stats.seconds)
-    del data._customer_city
     return data
+
+
+def read_files(paths: dict[str, str]) -> dict[str, InputFile]:
+    """Read (and hash) each of the four files once."""
+    return {key: InputFile(key, paths[key]) for key in FILE_ORDER}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import random
 from pathlib import Path
@@ -241,7 +242,9 @@ def generate(out: Path, orderlines: int, seed: int) -> dict:
         elif draw < RATES["cancelled"] + RATES["unshipped"]:
             shipped = ""
         else:
-            shipped = placed[:8] + "%02d 12:00:00" % min(28, int(placed[8:10]) + 1)
+            # the next day at noon: always after the order (the ETL rejects shipped-before-ordered)
+            next_day = datetime.date.fromisoformat(placed[:10]) + datetime.timedelta(days=1)
+            shipped = next_day.isoformat() + " 12:00:00"
         if bad == "date":
             placed = placed[:5] + "13" + placed[7:]
         fields = [str(oid), str(cid), placed, shipped]
