@@ -334,3 +334,82 @@ def _table_row(host, info):
         host, info["role"], "ON" if info["read_only"] else "OFF",
         (replica.get("source") or replica.get("source_address") or "-") if replica else "-",
         io_sql, "-" if lag is None else lag, note)
+
+
+def _replica_health(host, info, primary, lag_limit):
+    replica = info.get("replica") or {}
+    if info["role"] != "replica":
+        return "%s does not replicate from %s (%s): rejoin it first (playbooks/rejoin.yml)." % (
+            host, primary, info["role"])
+    if info["healthy"]:
+        return None
+    return ("%s is not a healthy replica of %s (IO thread %s, SQL thread %s, lag %s s, "
+            "limit %s s)%s." % (
+        host, primary, "Yes" if replica.get("io_running") else "No",
+        "Yes" if replica.get("sql_running") else "No",
+        "unknown" if replica.get("lag") is None else replica.get("lag"), lag_limit,
+        (": " + (replica.get("last_sql_error") or replica.get("last_io_error")))
+        if replica.get("last_sql_error") or replica.get("last_io_error") else ""))
+
+
+def operation_problems(topology, operation, target, force=False, lag_limit=None):
+    """Why ``operation`` (switchover or failover) to ``target`` must not start; [] when it may.
+
+    ``target`` is the requested new primary (None: the most advanced replica).
+    """
+    members, primary = topology["members"], topology["primary"]
+    names = ", ".join(members)
+    if target is not None and target not in members:
+        return ["new_primary=%s is not a member (members: %s)." % (target, names)]
+    if operation == "failover":
+        # The relay logs are applied before the promotion: what counts is what was received.
+        received = [h for h, m in members.items() if m["role"] == "replica" and m["answered"]]
+        topology["most_advanced"] = max(received, key=lambda h: position_key(
+            members[h]["replica"]["io_pos"] or members[h]["gtid_slave_pos"]), default=None)
+    target = target or topology["most_advanced"]
+    if target is None:
+        return ["no replica of %s answers: there is no member to promote." % primary]
+    if target == primary:
+        return []
+    problems = []
+    info = members[target]
+    if not info["answered"]:
+        return ["new_primary=%s does not answer (%s)." % (target, info["error"])]
+    if operation == "switchover":
+        for host, member in members.items():
+            if not member["answered"]:
+                problems.append("%s does not answer (%s); a switchover needs every member (use "
+                                "playbooks/failover.yml when the primary is gone)."
+                                % (host, member["error"]))
+            elif host != primary:
+                problem = _replica_health(host, member, primary, lag_limit)
+                if problem:
+                    problems.append(problem)
+    else:
+        if topology["primary_answers"] and not force:
+            problems.append(
+                "the primary %s answers (%s): a failover is for a primary that is gone. For "
+                "planned maintenance use playbooks/switchover.yml; to fail over anyway pass "
+                "-e force=true." % (primary, "read_only=ON" if members[primary]["read_only"]
+                                    else "writable"))
+        if info["role"] != "replica":
+            problems.append("new_primary=%s does not replicate from %s (%s)."
+                            % (target, primary, info["role"]))
+        best = topology["most_advanced"]
+
+        def received(host):
+            return members[host]["replica"]["io_pos"] or members[host]["gtid_slave_pos"]
+
+        if best and best != target and info["role"] == "replica" and \
+                position_key(received(best)) > position_key(received(target)):
+            problems.append("new_primary=%s has received %s but %s has received more (%s): "
+                            "promote %s." % (target, received(target), best, received(best),
+                                             best))
+    for host, member in members.items():
+        if member["answered"] and member["role"] in ("primary", "replica"):
+            for setting in ("gtid_strict_mode", "log_slave_updates"):
+                if not member[setting]:
+                    problems.append("%s: %s is OFF." % (host, setting))
+    if not info["log_bin"]:
+        problems.append("new_primary=%s: the binary log is OFF." % target)
+    return problems
