@@ -316,13 +316,13 @@ def _role(host, member, primary):
     return "detached"
 
 
-_TABLE_HEADER = "%-16s %-10s %-9s %-16s %-7s %-5s %s" % (
+_TABLE_HEADER = "%-16s %-17s %-9s %-16s %-7s %-5s %s" % (
     "member", "role", "read_only", "source", "io/sql", "lag", "gtid_current_pos / note")
 
 
 def _table_row(host, info):
     if not info["answered"]:
-        return "%-16s %-10s %s" % (host, info["role"], "does not answer: " + info["error"][:120])
+        return "%-16s %-17s %s" % (host, info["role"], "does not answer: " + info["error"][:120])
     replica = info.get("replica") or {}
     io_sql = ("%s/%s" % ("Yes" if replica["io_running"] else "No",
                          "Yes" if replica["sql_running"] else "No")) if replica else "-"
@@ -330,7 +330,7 @@ def _table_row(host, info):
     note = info["gtid_current_pos"] or "(empty)"
     if info.get("errant"):
         note += "  ERRANT " + ", ".join(info["errant"])
-    return "%-16s %-10s %-9s %-16s %-7s %-5s %s" % (
+    return "%-16s %-17s %-9s %-16s %-7s %-5s %s" % (
         host, info["role"], "ON" if info["read_only"] else "OFF",
         (replica.get("source") or replica.get("source_address") or "-") if replica else "-",
         io_sql, "-" if lag is None else lag, note)
