@@ -53,6 +53,13 @@ def test_old_primary_whose_history_reached_the_new_primary_is_not_errant():
     assert errant_gtids(history("0-1-90", "0-1-90"), history("0-1-100", "")) == []
 
 
+def test_the_primarys_own_gtids_are_never_errant_on_a_member_read_after_it():
+    # The primary (server 2) was read at 150, then wrote more that a replica already applied.
+    assert errant_gtids(history("0-2-155", "0-2-155"), history("0-1-100,0-2-150", ""), 2) == []
+    assert errant_gtids(history("0-1-101,0-2-155", ""), history("0-1-100,0-2-150", ""), 2) == [
+        "0-1-101"]
+
+
 def test_a_server_the_primary_never_saw_is_errant_with_its_last_gtid():
     errant = errant_gtids(history("0-1-100,0-3-101", ""), history("0-1-100", ""))
     assert len(errant) == 1 and errant[0].startswith("0-3-101 ")

@@ -57,16 +57,18 @@ def history(binlog_state="", slave_pos=""):
     return merged
 
 
-def errant_gtids(member, reference):
+def errant_gtids(member, reference, reference_server_id=None):
     """GTID ranges of ``member`` that ``reference`` does not hold, as readable strings.
 
     ``member`` and ``reference`` are histories (see ``history``). A range is exact when the member's
     transactions of that server are consecutive (the usual case: writes on an isolated old primary).
+    GTIDs of ``reference_server_id`` (the primary's own) can only have come from the primary: the
+    members are read one after the other and a busy primary has moved on since it was read.
     """
     errant = []
     for (domain, server), seqno in sorted(member.items()):
         known = reference.get((domain, server), 0)
-        if seqno <= known:
+        if seqno <= known or server == reference_server_id:
             continue
         if known:
             first = "%d-%d-%d" % (domain, server, known + 1)
@@ -277,7 +279,8 @@ def decide(raw_members, inventory_primary=None, primary=None, lag_limit=None):
                                            and replica["lag"] <= lag_limit)))
             errant = []
             if primary_member and primary_member["answered"] and host != primary:
-                errant = errant_gtids(member["history"], primary_member["history"])
+                errant = errant_gtids(member["history"], primary_member["history"],
+                                      primary_member["server_id"])
             info["errant"] = errant
         result_members[host] = info
         table.append(_table_row(host, info))
