@@ -12,7 +12,7 @@ DOCUMENTATION = r"""
 module: mariadb_topology
 short_description: Decide the live primary, the replicas and errant GTIDs of a MariaDB cluster
 description:
-  - Reads nothing itself: the caller gathers every member's state with
+  - Reads nothing itself. The caller gathers every member's state with
     M(community.mysql.mysql_replication) (C(mode=getreplica)) and M(community.mysql.mysql_query)
     (C(read_only), C(log_bin), C(gtid_strict_mode), C(log_slave_updates), C(server_id),
     C(gtid_binlog_pos), C(gtid_binlog_state), C(gtid_slave_pos), C(gtid_current_pos)) and passes
