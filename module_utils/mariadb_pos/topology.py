@@ -127,8 +127,9 @@ def normalize_member(host, raw):
         for result in (raw.get("variables") or {}, replica):
             if result.get("unreachable"):
                 state["error"] = state["error"] or "unreachable: %s" % result.get("msg", "")
-            elif result.get("failed"):
-                state["error"] = state["error"] or str(result.get("msg", "query failed"))
+            elif result.get("module_stderr") or result.get("msg"):
+                state["error"] = state["error"] or str(result.get("module_stderr")
+                                                       or result.get("msg"))
         state["error"] = " ".join((state["error"] or "did not answer").split())[:300]
         return state
     state.update(
