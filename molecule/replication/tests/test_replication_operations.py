@@ -265,7 +265,8 @@ def test_switchover_whose_target_cannot_catch_up_aborts_and_leaves_the_old_prima
         wait_until(lambda: value(target, "SELECT COUNT(*) FROM information_schema.processlist "
                                          "WHERE info LIKE 'SELECT SLEEP(300)%'") == "1",
                    30, "the read lock on the target")
-        sql(primary, "INSERT INTO lab_verify.drill (run, seq) VALUES ('catch-up', 1)")
+        sql(primary, "INSERT INTO lab_verify.drill (run, seq) "
+                     f"VALUES ('catch-up-{uuid.uuid4().hex[:8]}', 1)")
         result = play(drill, "playbooks/switchover.yml", "-e", f"new_primary={target}",
                       "-e", "mariadb_replication_catchup_timeout=5")
     finally:
@@ -320,7 +321,7 @@ def test_errant_transaction_on_a_cut_off_primary_is_refused_then_rebuilt(drill):
     old = live_primary()
     wait_for_members(old, MEMBERS)
     subprocess.run(["docker", "network", "disconnect", NETWORK, old], check=True)
-    sql(old, "INSERT INTO lab_verify.drill (run, seq) VALUES ('errant', 1)")
+    sql(old, "INSERT INTO lab_verify.drill (run, seq) VALUES ('errant', 1)")  # rebuilt: gone
     errant = value(old, "SELECT @@GLOBAL.gtid_binlog_pos")
     subprocess.run(["docker", "kill", old], check=True, capture_output=True)
     subprocess.run(["docker", "network", "connect", NETWORK, old], check=True)
