@@ -166,10 +166,12 @@ def drill(tmp_path_factory):
     (inventory_dir / "grown.yml").write_text(
         "all:\n  children:\n    mariadb:\n      children:\n        replicas:\n          hosts:\n"
         + "".join(f"            {name}: {{}}\n" for name in LATE_REPLICAS))
-    sql(PRIMARY, CREATE_TABLE.format(table="lab_verify.drill"))
-    sql(PRIMARY, f"CREATE OR REPLACE USER {WRITER_USER}@'%' IDENTIFIED BY '{WRITER_PASSWORD}'")
-    sql(PRIMARY, f"GRANT SELECT, INSERT ON lab_verify.* TO {WRITER_USER}@'%'")
-    wait_for_members(PRIMARY, MEMBERS)
+    # On the live primary: root ignores read_only, and a write on a replica would be errant.
+    primary = live_primary()
+    sql(primary, CREATE_TABLE.format(table="lab_verify.drill"))
+    sql(primary, f"CREATE OR REPLACE USER {WRITER_USER}@'%' IDENTIFIED BY '{WRITER_PASSWORD}'")
+    sql(primary, f"GRANT SELECT, INSERT ON lab_verify.* TO {WRITER_USER}@'%'")
+    wait_for_members(primary, MEMBERS)
     return inventory_dir
 
 
