@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.pos_csv_generator import HEADERS
+from tests.support.schema import create_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SQL_DIR = REPO_ROOT / "files" / "sql"
 TABLES = ("City", "Customer", "Product", "`Order`", "OrderLine", "PriceHistory")
 _counter = itertools.count(1)
-
-
-def load_schema(server, database: str) -> None:
-    """Apply files/sql/*.sql, in order, to a fresh database (the files name no database)."""
-    server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` "
-                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
-        server.client(file=path, database=database)
 
 
 class EtlTarget:
@@ -68,7 +60,7 @@ class EtlTarget:
 
 def new_target(server) -> EtlTarget:
     target = EtlTarget(server, f"etl_t{next(_counter)}")
-    load_schema(server, target.db)
+    create_schema(server, target.db)
     server.client(f"DROP DATABASE IF EXISTS `{target.etl_db}`; CREATE DATABASE `{target.etl_db}`")
     return target
 
