@@ -7,9 +7,10 @@ Generates the four files (tests/support/pos_csv_generator.py), starts a throw-aw
 
 * etl        -- the whole ETL (mariadb_pos.etl.run): extract, clean, load, audit; triggers present;
 * raw_load   -- LOAD DATA LOCAL INFILE of the same files straight into the final schema
-                (files/sql/*.sql: the same tables and triggers as the ETL, triggers bypassed with
-                @pos_bulk_load = 1 like the ETL's, foreign_key_checks=0, no cleaning: dirty rows
-                are truncated or dropped by the server, duplicates ignored);
+                (files/sql applied by the project's schema loader: the same tables and triggers
+                as the ETL, triggers bypassed with @pos_bulk_load = 1 like the ETL's,
+                foreign_key_checks=0, no cleaning: dirty rows are truncated or dropped by the
+                server, duplicates ignored);
 * raw_load_base_tables -- the same into files/sql/001 only (no triggers at all), for reference;
 * executemany -- csv.reader + PyMySQL executemany (INSERT IGNORE, batches of 10,000), same
                 schema and session as raw_load;
@@ -50,8 +51,8 @@ from mariadb_pos.view_refresh import refresh  # noqa: E402
 
 from tests.support.mariadb_instance import MariaDBInstance  # noqa: E402
 from tests.support.pos_csv_generator import generate  # noqa: E402
-
-SQL = REPO / "files" / "sql"
+from tests.support.schema import SQL_DIR as SQL  # noqa: E402
+from tests.support.schema import apply_schema_files  # noqa: E402
 
 # file -> (table, column list for LOAD DATA, SET clause, insert columns, row mapper)
 RAW = {
@@ -75,9 +76,10 @@ RAW = {
 def fresh(server, name: str, full_schema: bool) -> None:
     server.client(f"DROP DATABASE IF EXISTS {name}; DROP DATABASE IF EXISTS {name}_etl; "
                   f"CREATE DATABASE {name}; CREATE DATABASE {name}_etl")
-    for path in sorted(SQL.glob("[0-9]*.sql")):
-        if full_schema or path.name.startswith("001"):
-            server.client(file=path, database=name)
+    if full_schema:
+        apply_schema_files(server, name)
+    else:
+        server.client(file=SQL / "001_base_tables.sql", database=name)
 
 
 def relaxed(conn) -> None:
