@@ -6,6 +6,8 @@ import itertools
 from pathlib import Path
 
 import pytest
+from mariadb_pos import etl
+from mariadb_pos.db import CONNECTION_ARGUMENT_SPEC, ConnectionError_, connect
 
 from tests.support.pos_csv_generator import HEADERS
 from tests.support.schema import create_schema
@@ -13,6 +15,22 @@ from tests.support.schema import create_schema
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("City", "Customer", "Product", "`Order`", "OrderLine", "PriceHistory")
 _counter = itertools.count(1)
+
+
+def run_etl(params: dict, check_mode: bool = False, progress=None) -> dict:
+    """One ETL run as the module runs it: a connection of its own from the login options in
+    ``params`` (opened with etl.CONNECTION_OPTIONS), the other params as the ETL's arguments."""
+    login = {k: v for k, v in params.items() if k in CONNECTION_ARGUMENT_SPEC}
+    options = {k: v for k, v in params.items() if k not in CONNECTION_ARGUMENT_SPEC}
+    try:
+        conn = connect(**login, **etl.CONNECTION_OPTIONS)
+    except ConnectionError_ as error:
+        raise etl.EtlError(str(error)) from None
+    try:
+        return etl.run(conn, options.pop("data_dir"), check_mode=check_mode, progress=progress,
+                       **options)
+    finally:
+        conn.close()
 
 
 class EtlTarget:
