@@ -5,11 +5,13 @@
 Generates the four files (tests/support/pos_csv_generator.py), starts a throw-away MariaDB
 (tests/support/mariadb_instance.py: binlog ROW, GTID) and times, each on a fresh database:
 
-* etl        -- the whole ETL (mariadb_pos.etl.run): extract, clean, load, audit; triggers present;
+* etl        -- the whole ETL (mariadb_pos.etl.run, as the module runs it): extract, clean, load,
+                audit; triggers present;
 * raw_load   -- LOAD DATA LOCAL INFILE of the same files straight into the final schema
-                (files/sql/*.sql: the same tables and triggers as the ETL, triggers bypassed with
-                @pos_bulk_load = 1 like the ETL's, foreign_key_checks=0, no cleaning: dirty rows
-                are truncated or dropped by the server, duplicates ignored);
+                (files/sql applied by the project's schema loader: the same tables and triggers
+                as the ETL, triggers bypassed with @pos_bulk_load = 1 like the ETL's,
+                foreign_key_checks=0, no cleaning: dirty rows are truncated or dropped by the
+                server, duplicates ignored);
 * raw_load_base_tables -- the same into files/sql/001 only (no triggers at all), for reference;
 * executemany -- csv.reader + PyMySQL executemany (INSERT IGNORE, batches of 10,000), same
                 schema and session as raw_load;
@@ -45,13 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "module_utils"))
 
-from mariadb_pos import etl  # noqa: E402
 from mariadb_pos.view_refresh import refresh  # noqa: E402
 
+from tests.support.etl_target import run_etl  # noqa: E402
 from tests.support.mariadb_instance import MariaDBInstance  # noqa: E402
 from tests.support.pos_csv_generator import generate  # noqa: E402
-
-SQL = REPO / "files" / "sql"
+from tests.support.schema import REGISTRY, apply_schema_files  # noqa: E402
+from tests.support.schema import SQL_DIR as SQL  # noqa: E402
 
 # file -> (table, column list for LOAD DATA, SET clause, insert columns, row mapper)
 RAW = {
@@ -75,9 +77,10 @@ RAW = {
 def fresh(server, name: str, full_schema: bool) -> None:
     server.client(f"DROP DATABASE IF EXISTS {name}; DROP DATABASE IF EXISTS {name}_etl; "
                   f"CREATE DATABASE {name}; CREATE DATABASE {name}_etl")
-    for path in sorted(SQL.glob("[0-9]*.sql")):
-        if full_schema or path.name.startswith("001"):
-            server.client(file=path, database=name)
+    if full_schema:
+        apply_schema_files(server, name)
+    else:
+        server.client(file=SQL / "001_base_tables.sql", database=name)
 
 
 def relaxed(conn) -> None:
@@ -93,7 +96,7 @@ def bench_etl(server, data: Path, name: str) -> tuple[float, dict]:
     params = dict(data_dir=str(data), database=name, etl_database=name + "_etl",
                   login_unix_socket=server.socket)
     started = time.perf_counter()
-    result = etl.run(params)
+    result = run_etl(params)
     return time.perf_counter() - started, result
 
 
@@ -193,13 +196,10 @@ def bench_to_sql(server, data: Path, name: str) -> float | None:
 
 
 def refresh_all(server, database: str, mode: str) -> float:
-    """Refresh every registered materialized view; seconds. The connection selects the
-    database: the incremental mode's multi-table DELETE needs a default database."""
-    conn = server.connect(database=database)
+    """Refresh every registered materialized view; seconds."""
+    conn = server.connect()
     try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT mv_table FROM MaterializedView ORDER BY mv_table")
-            tables = [row[0] for row in cursor.fetchall()]
+        tables = [entry["table"] for entry in REGISTRY]
         started = time.perf_counter()
         for table in tables:
             refresh(conn, database, table, mode=mode)
@@ -244,7 +244,7 @@ def main() -> None:
         etl_seconds, result = bench_etl(server, data, "bench_etl")
         first_binlog = binlog_bytes(server) - binlog_before
         started = time.perf_counter()
-        rerun = etl.run(dict(data_dir=str(data), database="bench_etl",
+        rerun = run_etl(dict(data_dir=str(data), database="bench_etl",
                              etl_database="bench_etl_etl", login_unix_socket=server.socket))
         noop = time.perf_counter() - started
         assert not rerun["changed"]
@@ -253,7 +253,7 @@ def main() -> None:
                       database="bench_etl", etl_database="bench_etl_etl",
                       login_unix_socket=server.socket)
         started = time.perf_counter()
-        partial = etl.run(params)
+        partial = run_etl(params)
         partial_seconds = time.perf_counter() - started
         mv_partial = refresh_all(server, "bench_etl", partial["mv_refresh"])
         mv_partial_full = refresh_all(server, "bench_etl", "full")
@@ -263,11 +263,11 @@ def main() -> None:
                       login_unix_socket=server.socket, max_delete_percent=100,
                       delete_rejected=True)
         started = time.perf_counter()
-        preview = etl.run(params, check_mode=True)
+        preview = run_etl(params, check_mode=True)
         check_changed = time.perf_counter() - started
         binlog_before = binlog_bytes(server)
         started = time.perf_counter()
-        reload = etl.run(params)
+        reload = run_etl(params)
         reload_seconds = time.perf_counter() - started
         reload_binlog = binlog_bytes(server) - binlog_before
         assert preview["tables"] == reload["tables"]

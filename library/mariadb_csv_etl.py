@@ -1,5 +1,7 @@
 #!/usr/bin/python
-"""Ansible module mariadb_csv_etl: thin wrapper around module_utils/mariadb_pos/etl.py."""
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: load the course's CSV files (logic in module_utils/mariadb_pos/etl.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ description:
     C(sql_log_bin=0)).
 version_added: "1.0.0"
 author: POS cluster maintainers
+extends_documentation_fragment:
+  - mariadb_pos_login
 options:
   data_dir:
     description: Folder on the managed host holding the four CSV files.
@@ -82,30 +86,6 @@ options:
         incremental refresh of the materialized views; beyond it RV(mv_refresh) is C(full).
     type: int
     default: 2000
-  login_user:
-    description: Account to connect as (root over the unix socket by default).
-    type: str
-    default: root
-  login_password:
-    description: Password of O(login_user).
-    type: str
-    default: ""
-  login_host:
-    description: Host to connect to; C(localhost) uses O(login_unix_socket).
-    type: str
-    default: localhost
-  login_port:
-    description: TCP port when O(login_host) is not local.
-    type: int
-    default: 3306
-  login_unix_socket:
-    description: Unix socket of the server.
-    type: str
-    default: /run/mysqld/mysqld.sock
-  connect_timeout:
-    description: Connection timeout in seconds.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
@@ -114,8 +94,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the row counts of each table before and after.
-requirements:
-  - PyMySQL (Debian package python3-pymysql)
 notes:
   - The cleaning rules, the atomicity and replication trade-offs are described in docs/etl.md.
 """
@@ -196,12 +174,18 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mariadb_pos.db import CONNECTION_ARGUMENT_SPEC, HAS_PYMYSQL
-from ansible.module_utils.mariadb_pos.etl import EtlError, diff_text, run
+from ansible.module_utils.mariadb_pos.db import (
+    HAS_PYMYSQL,
+    PYMYSQL_MISSING,
+    ConnectionError_,
+    connect_from_params,
+    connection_argument_spec,
+)
+from ansible.module_utils.mariadb_pos.etl import CONNECTION_OPTIONS, EtlError, diff_text, run
 
 
 def main():
-    argument_spec = dict(
+    argument_spec = connection_argument_spec(
         data_dir=dict(type="path", required=True),
         file_names=dict(type="dict", default={}),
         database=dict(type="str", default="pos"),
@@ -213,23 +197,27 @@ def main():
         delete_rejected=dict(type="bool", default=False),
         mv_incremental_max_keys=dict(type="int", default=2000),
     )
-    argument_spec.update(CONNECTION_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not HAS_PYMYSQL:
-        module.fail_json(msg="the PyMySQL library is required on the managed host "
-                             "(Debian package python3-pymysql)")
-    unknown = set(module.params["file_names"]) - {"customers", "products", "orders",
-                                                  "orderlines"}
-    if unknown:
-        module.fail_json(msg="file_names: unknown keys {} (customers, products, orders, "
-                             "orderlines)".format(", ".join(sorted(unknown))))
-    if not 0 <= module.params["max_delete_percent"] <= 100:
-        module.fail_json(msg="max_delete_percent must be between 0 and 100, got {}".format(
-            module.params["max_delete_percent"]))
+        module.fail_json(msg=PYMYSQL_MISSING)
+    params = module.params
     try:
-        result = run(module.params, check_mode=module.check_mode, progress=module.log)
+        conn = connect_from_params(params, **CONNECTION_OPTIONS)
+    except ConnectionError_ as error:
+        module.fail_json(msg=str(error))
+    try:
+        result = run(conn, params["data_dir"], file_names=params["file_names"],
+                     database=params["database"], etl_database=params["etl_database"],
+                     force=params["force"], lock_timeout=params["lock_timeout"],
+                     reject_sample=params["reject_sample"],
+                     max_delete_percent=params["max_delete_percent"],
+                     delete_rejected=params["delete_rejected"],
+                     mv_incremental_max_keys=params["mv_incremental_max_keys"],
+                     check_mode=module.check_mode, progress=module.log)
     except EtlError as error:
         module.fail_json(msg=str(error))
+    finally:
+        conn.close()
     if module._diff and result.get("tables"):
         result["diff"] = diff_text(result)
     module.exit_json(**result)

@@ -12,16 +12,15 @@ import sys
 import time
 
 import pytest
-from mariadb_pos import etl
 
-from tests.support.etl_target import REPO_ROOT, new_target
+from tests.support.etl_target import REPO_ROOT, new_target, run_etl
 from tests.support.mariadb_instance import MariaDBInstance
 from tests.support.pos_csv_generator import generate
 
 # the second data set replaces the first: its deletes are intended
 EVERYTHING = dict(max_delete_percent=100, delete_rejected=True)
 RUNNER = ("import json, sys; sys.path[:0] = [sys.argv[2], sys.argv[2] + '/module_utils']; "
-          "from mariadb_pos import etl; etl.run(json.loads(sys.argv[1]))")
+          "from tests.support.etl_target import run_etl; run_etl(json.loads(sys.argv[1]))")
 
 
 def start_etl(params: dict) -> subprocess.Popen:
@@ -99,7 +98,7 @@ def test_kill_module_process_mid_load(mariadb_server, datasets, previous):
     files_a, files_b = datasets
     tgt = new_target(mariadb_server)
     if previous == "loaded":
-        etl.run(tgt.params(files_a))
+        run_etl(tgt.params(files_a))
     before, run_before = tgt.checksums(), last_run_id(tgt)
     process = start_etl(tgt.params(files_b, **EVERYTHING))
     thread_id, statement = wait_for_orderline_load(mariadb_server, tgt.db, process)
@@ -110,12 +109,12 @@ def test_kill_module_process_mid_load(mariadb_server, datasets, previous):
     assert "OrderLine" in statement
     assert tgt.checksums() == before  # previous data intact
     assert last_run_id(tgt) == run_before  # and the audit says so
-    result = etl.run(tgt.params(files_b, **EVERYTHING))
+    result = run_etl(tgt.params(files_b, **EVERYTHING))
     assert result["changed"] and result["data_changed"]
     fresh = new_target(mariadb_server)
-    etl.run(fresh.params(files_b))
+    run_etl(fresh.params(files_b))
     assert tgt.checksums(unit_price=False) == fresh.checksums(unit_price=False)
-    assert not etl.run(tgt.params(files_b))["changed"]
+    assert not run_etl(tgt.params(files_b))["changed"]
 
 
 @pytest.mark.parametrize("previous", ["empty", "loaded"])
@@ -125,7 +124,7 @@ def test_server_killed_mid_load_then_restarted(datasets, previous):
     with MariaDBInstance() as server:
         tgt = new_target(server)
         if previous == "loaded":
-            etl.run(tgt.params(files_a))
+            run_etl(tgt.params(files_a))
         before, run_before = tgt.checksums(), last_run_id(tgt)
         process = start_etl(tgt.params(files_b, **EVERYTHING))
         wait_for_orderline_load(server, tgt.db, process)
@@ -136,7 +135,7 @@ def test_server_killed_mid_load_then_restarted(datasets, previous):
         wait_until_rolled_back(server)
         assert tgt.checksums() == before
         assert last_run_id(tgt) == run_before
-        etl.run(tgt.params(files_b, **EVERYTHING))
+        run_etl(tgt.params(files_b, **EVERYTHING))
         fresh = new_target(server)
-        etl.run(fresh.params(files_b))
+        run_etl(fresh.params(files_b))
         assert tgt.checksums(unit_price=False) == fresh.checksums(unit_price=False)

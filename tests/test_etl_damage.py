@@ -18,7 +18,7 @@ import pytest
 from mariadb_pos import etl
 from mariadb_pos.view_refresh import refresh
 
-from tests.support.etl_target import REPO_ROOT, new_target, target_fixture, write_files
+from tests.support.etl_target import REPO_ROOT, new_target, run_etl, target_fixture, write_files
 from tests.support.pos_csv_generator import generate
 
 __all__ = ["target_fixture"]  # the `target` fixture
@@ -86,7 +86,7 @@ def accounted(result) -> None:
 def test_unterminated_quote_rejects_one_line_and_loses_nothing(target, clean_set, tmp_path,
                                                               name, where):
     folder = copy_set(clean_set, tmp_path / "data")
-    etl.run(target.params(folder))
+    run_etl(target.params(folder))
     before = target.checksums()
     lines = lines_of(folder / name)
     index = pick_line(target, name, lines, where)
@@ -96,7 +96,7 @@ def test_unterminated_quote_rejects_one_line_and_loses_nothing(target, clean_set
     lines[index] = fields[0] + ',"' + ",".join(fields[1:])  # e.g. 13,"Éva,Rossi,... unclosed
     write_lines(folder / name, lines)
 
-    result = etl.run(target.params(folder, reject_sample=100_000))
+    result = run_etl(target.params(folder, reject_sample=100_000))
     accounted(result)
     assert result["files"][name]["read"] == len(lines) - 1
     reject = [r for r in result["rejects"] if r["file"] == name]
@@ -125,7 +125,7 @@ def test_quoted_address_spanning_lines_is_one_record(target, tmp_path):
         '1,Anna,Smith,Boston,MA,02134,"1 Main St',
         'Building B",,anna@example.org,1/2/1990',
         "2,Bo,Ray,Boston,MA,02134,2 Main St,,bo@example.org,"])
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     counts = result["files"]["customers.csv"]
     assert (counts["read"], counts["loaded"], counts["merged"], counts["rejected"]) == (3, 2, 1, 0)
     assert target.query(f"SELECT address_line1 FROM `{target.db}`.Customer "
@@ -141,7 +141,7 @@ def test_unterminated_address_quote_never_swallows_the_next_lines(target, tmp_pa
         '3,"""Cy""",Lee,Boston,MA,02134,3 Main St,,cy@example.org,',
         '4,Di,"Ng",Boston,MA,02134,"4 Main St",,di@example.org,'],
         orders=["1,2,2024-01-02 10:00:00,", "2,3,2024-01-02 10:00:00,"], orderlines=["1,1"])
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     accounted(result)
     assert [(r["line"], r["reason"][:18]) for r in result["rejects"]] == [
         (2, "unterminated quote")]
@@ -157,7 +157,7 @@ def test_line_break_outside_an_address_is_no_record(target, tmp_path):
         'Maria",Smith,Boston,MA,02134,1 Main St,,anna@example.org,1/2/1990',
         "2,Bo,Ray,Boston,MA,02134,2 Main St,,bo@example.org,"],
         orders=["1,2,2024-01-02 10:00:00,"])
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     accounted(result)
     assert [(r["line"], r["reason"][:18]) for r in result["rejects"]] == [
         (2, "unterminated quote"), (3, "wrong column count")]
@@ -169,11 +169,11 @@ def test_line_break_outside_an_address_is_no_record(target, tmp_path):
 @pytest.mark.parametrize("name", FILES)
 def test_header_only_file_fails_and_writes_nothing(target, clean_set, tmp_path, name):
     folder = copy_set(clean_set, tmp_path / "data")
-    etl.run(target.params(folder))
+    run_etl(target.params(folder))
     write_lines(folder / name, lines_of(folder / name)[:1])
     gtid, before = target.gtid(), target.checksums()
     with pytest.raises(etl.EtlError) as error:
-        etl.run(target.params(folder))
+        run_etl(target.params(folder))
     message = str(error.value)
     table = TABLE_OF[name]
     stored = len(before[table])
@@ -187,7 +187,7 @@ def test_reload_deleting_a_share_of_orders(target, clean_set, tmp_path, share, a
     """6 % and 100 % of the orders deleted: refused (default 5 %); 2 %: loaded. The refusal
     names the order lines that go with them too."""
     folder = copy_set(clean_set, tmp_path / "data")
-    etl.run(target.params(folder))
+    run_etl(target.params(folder))
     lines = lines_of(folder / "orders.csv")
     stored = stored_ids(target, "orders.csv")
     drop = set(sorted(stored)[:len(stored) * share // 100])
@@ -195,14 +195,14 @@ def test_reload_deleting_a_share_of_orders(target, clean_set, tmp_path, share, a
                 [line for line in lines if line_key("orders.csv", line) not in drop])
     gtid, before = target.gtid(), target.checksums()
     if allowed:
-        result = etl.run(target.params(folder))
+        result = run_etl(target.params(folder))
         assert result["tables"]["Order"]["deleted"] == len(drop)
         return
     with pytest.raises(etl.EtlError, match=rf"{len(drop)} of the {len(stored)} rows of Order "
                                            r"\([0-9.]+ %, from orders\.csv\).*OrderLine"):
-        etl.run(target.params(folder))
+        run_etl(target.params(folder))
     assert target.gtid() == gtid and target.checksums() == before
-    result = etl.run(target.params(folder, max_delete_percent=100))
+    result = run_etl(target.params(folder, max_delete_percent=100))
     assert result["tables"]["Order"]["deleted"] == len(drop)
 
 
@@ -215,11 +215,11 @@ def test_rejected_row_loaded_before_is_kept_with_its_dependents(target, tmp_path
               "3,2,2024-01-03 10:00:00,"]
     lines = ["1,1", "1,1", "2,1", "3,1"]
     folder = write_files(tmp_path, customers=customers, orders=orders, orderlines=lines)
-    etl.run(target.params(folder))
+    run_etl(target.params(folder))
     before = target.checksums()
     write_files(tmp_path, customers=[customers[0] + ",extra", customers[1]], orders=orders,
                 orderlines=lines)
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     assert result["kept"] == {"Customer": 1}
     (reject,) = result["rejects"]
     assert reject["line"] == 2 and "wrong column count: 11 instead of 10" in reject["reason"]
@@ -228,8 +228,8 @@ def test_rejected_row_loaded_before_is_kept_with_its_dependents(target, tmp_path
     assert target.checksums() == before
     assert not result["data_changed"]
     with pytest.raises(etl.EtlError, match="max_delete_percent"):
-        etl.run(target.params(folder, force=True, delete_rejected=True))
-    result = etl.run(target.params(folder, force=True, delete_rejected=True,
+        run_etl(target.params(folder, force=True, delete_rejected=True))
+    result = run_etl(target.params(folder, force=True, delete_rejected=True,
                                    max_delete_percent=100))
     assert "customer 1 loaded before is deleted" in result["rejects"][0]["reason"]
     assert {k: v["deleted"] for k, v in result["tables"].items() if v["deleted"]} == {
@@ -241,12 +241,12 @@ def test_price_change_writes_history_and_keeps_sold_prices(target, tmp_path):
     products = ["1,Widget,9.99,10", "2,Gadget,5.00,3"]
     orders = ["1,1,2024-01-02 10:00:00,", "2,1,2024-01-05 10:00:00,"]
     folder = write_files(tmp_path, products=products, orders=orders[:1], orderlines=["1,1"])
-    etl.run(target.params(folder))
+    run_etl(target.params(folder))
     assert target.counts()["PriceHistory"] == 0  # a first load writes no history
     write_files(tmp_path, products=["1,Widget,12.50,10", products[1]], orders=orders,
                 orderlines=["1,1", "2,1"])
     started = target.query("SELECT NOW(6)")[0][0]
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     assert result["tables"]["PriceHistory"]["inserted"] == 1
     ((product, old, new, when),) = target.query(
         f"SELECT product_id, old_price, new_price, changed_at FROM `{target.db}`.PriceHistory")
@@ -256,7 +256,7 @@ def test_price_change_writes_history_and_keeps_sold_prices(target, tmp_path):
         f"SELECT order_id, product_id, unit_price FROM `{target.db}`.OrderLine"))
     assert prices == {(1, 1): Decimal("9.99"), (2, 1): Decimal("12.50")}
     # the same files again: no second history row
-    etl.run(target.params(folder, force=True))
+    run_etl(target.params(folder, force=True))
     assert target.counts()["PriceHistory"] == 1
 
 
@@ -265,7 +265,7 @@ def test_reload_logs_changed_keys_for_the_incremental_refresh(mariadb_server, ta
     """The ETL logs the keys it changed in ChangeLog (delta = 0); an incremental refresh then
     makes every materialized view equal to its view."""
     folder = copy_set(clean_set, tmp_path / "data")
-    etl.run(target.params(folder))
+    run_etl(target.params(folder))
     views = {row[0]: row[1] for row in target.query(
         f"SELECT mv_table, source_view FROM `{target.db}`.MaterializedView")}
     conn = mariadb_server.connect(database=target.db)
@@ -280,7 +280,7 @@ def test_reload_logs_changed_keys_for_the_incremental_refresh(mariadb_server, ta
     fields[1] = "Renamed"
     customers[index] = ",".join(fields)
     write_lines(folder / "customers.csv", customers)
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     assert result["mv_refresh"] == "incremental" and 0 < result["mv_keys"] < 200
     logged = target.query(f"SELECT COUNT(*), SUM(delta) FROM `{target.db}`.ChangeLog")[0]
     assert logged[0] == result["mv_keys"] * len(views) and not logged[1]
@@ -308,7 +308,7 @@ def test_implausible_values_are_rejected(target, tmp_path, customer, order, reas
                  "2,Bo,Ray,Boston,MA,02134,2 Main St,,b@example.org,"]
     orders = [order or "1,1,2024-01-02 10:00:00,", "2,2,2024-01-02 10:00:00,"]
     folder = write_files(tmp_path, customers=customers, orders=orders, orderlines=["2,1"])
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     accounted(result)
     assert result["rejects"][0]["reason"] == reason
     counts = target.counts()
@@ -361,7 +361,7 @@ def test_file_messages(target, tmp_path, damage, pattern):
     folder = write_files(tmp_path)
     damage(folder)
     with pytest.raises(etl.EtlError, match=pattern) as error:
-        etl.run(target.params(folder))
+        run_etl(target.params(folder))
     assert "nothing was loaded" in str(error.value)
     assert set(target.counts().values()) == {0}
 
@@ -375,14 +375,14 @@ def test_file_messages(target, tmp_path, damage, pattern):
 ])
 def test_value_messages(target, tmp_path, product, reason):
     folder = write_files(tmp_path, products=[product, "2,Cog,1.00,1"], orderlines=["1,2"])
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     (reject,) = [r for r in result["rejects"] if r["file"] == "products.csv"]
     assert reject["reason"] == (reason or "wrong column count: 5 instead of 4")
 
 
 # ---------------------------------------------------------------- 6. no leftovers
 RUNNER = ("import json, sys; sys.path[:0] = [sys.argv[2], sys.argv[2] + '/module_utils']; "
-          "from mariadb_pos import etl; etl.run(json.loads(sys.argv[1]))")
+          "from tests.support.etl_target import run_etl; run_etl(json.loads(sys.argv[1]))")
 
 
 def test_killed_run_leaves_no_customer_data_after_the_next_run(mariadb_server, tmp_path):

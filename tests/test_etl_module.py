@@ -4,14 +4,17 @@ accounting, idempotence, check mode, reloads, triggers, injection, bad files."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-import yaml  # shipped with ansible-core
 from mariadb_pos import etl
 
-from tests.support.etl_target import REPO_ROOT, new_target, target_fixture, write_files
+from tests.support.etl_target import REPO_ROOT, new_target, run_etl, target_fixture, write_files
 from tests.support.pos_csv_generator import generate
 
 __all__ = ["target_fixture"]  # the `target` fixture
@@ -40,7 +43,7 @@ def dirty(mariadb_server, tmp_path_factory):
                          products=PRODUCTS, orders=ORDERS, orderlines=ORDERLINES, bom=True,
                          newline="\r\n")
     tgt = new_target(mariadb_server)
-    result = etl.run(tgt.params(folder))
+    result = run_etl(tgt.params(folder))
     return tgt, result
 
 
@@ -155,7 +158,7 @@ def test_rejects_recorded_with_file_line_raw_reason(dirty):
 # ---------------------------------------------------------------- generated data
 def test_generated_files_reconcile_with_manifest(target, tmp_path):
     manifest = generate(tmp_path, 4000, seed=5)
-    result = etl.run(target.params(tmp_path))
+    result = run_etl(target.params(tmp_path))
     for name, expected in manifest["files"].items():
         got = result["files"][name]
         assert {k: got[k] for k in expected} == expected, name
@@ -176,15 +179,15 @@ def test_generated_files_reconcile_with_manifest(target, tmp_path):
 
 def test_rerun_is_a_noop_that_writes_nothing(target, tmp_path):
     generate(tmp_path, 2000, seed=6)
-    first = etl.run(target.params(tmp_path))
+    first = run_etl(target.params(tmp_path))
     assert first["changed"] and first["data_changed"]
     gtid, before = target.gtid(), target.checksums()
-    again = etl.run(target.params(tmp_path))
+    again = run_etl(target.params(tmp_path))
     assert not again["changed"] and not again["data_changed"]
     assert again["run_id"] == first["run_id"]
     assert target.gtid() == gtid  # not one binlog event
     assert target.checksums() == before
-    forced = etl.run(target.params(tmp_path, force=True))
+    forced = run_etl(target.params(tmp_path, force=True))
     assert forced["changed"] and not forced["data_changed"]
     assert target.checksums() == before
 
@@ -193,16 +196,16 @@ def test_check_mode_writes_nothing(target, tmp_path):
     generate(tmp_path / "a", 1500, seed=7)
     generate(tmp_path / "b", 1500, seed=8)
     gtid = target.gtid()
-    preview = etl.run(target.params(tmp_path / "a"), check_mode=True)
+    preview = run_etl(target.params(tmp_path / "a"), check_mode=True)
     assert preview["changed"] and preview["data_changed"] and preview["run_id"] is None
     assert target.gtid() == gtid
     assert set(target.counts().values()) == {0}
     assert target.query(f"SELECT COUNT(*) FROM information_schema.TABLES "
                         f"WHERE TABLE_SCHEMA = '{target.etl_db}'")[0][0] == 0
-    loaded = etl.run(target.params(tmp_path / "a"))
+    loaded = run_etl(target.params(tmp_path / "a"))
     assert preview["tables"] == loaded["tables"]
     gtid, before = target.gtid(), target.checksums()
-    preview = etl.run(target.params(tmp_path / "b", max_delete_percent=100), check_mode=True)
+    preview = run_etl(target.params(tmp_path / "b", max_delete_percent=100), check_mode=True)
     assert preview["data_changed"]
     changes = preview["tables"]["OrderLine"]
     assert changes["inserted"] + changes["deleted"] + changes["updated"] > 0
@@ -218,7 +221,7 @@ def test_changed_files_reload_equals_fresh_load(mariadb_server, target, tmp_path
     generate(tmp_path / "a", 3000, seed=9)
     generate(tmp_path / "b", 2500, seed=10)  # other sizes and values: deletes, updates, inserts
     everything = dict(max_delete_percent=100, delete_rejected=True)
-    etl.run(target.params(tmp_path / "a"))
+    run_etl(target.params(tmp_path / "a"))
     lines_a = dict(((o, p), price) for o, p, price in target.query(
         f"SELECT order_id, product_id, unit_price FROM `{target.db}`.OrderLine"))
     # the application changes prices meanwhile (the triggers write PriceHistory)
@@ -228,12 +231,12 @@ def test_changed_files_reload_equals_fresh_load(mariadb_server, target, tmp_path
                        "WHERE product_id <= 3")
     conn.close()
     assert target.counts()["PriceHistory"] == 3
-    result = etl.run(target.params(tmp_path / "b", **everything))
+    result = run_etl(target.params(tmp_path / "b", **everything))
     changes = result["tables"]
     assert changes["OrderLine"]["deleted"] > 0 and changes["OrderLine"]["inserted"] > 0
     assert changes["Customer"]["updated"] > 0 and changes["Product"]["updated"] > 0
     fresh = new_target(mariadb_server)
-    etl.run(fresh.params(tmp_path / "b"))
+    run_etl(fresh.params(tmp_path / "b"))
     assert target.checksums(unit_price=False) == fresh.checksums(unit_price=False)
     fresh_prices = dict(((o, p), price) for o, p, price in fresh.query(
         f"SELECT order_id, product_id, unit_price FROM `{fresh.db}`.OrderLine"))
@@ -246,9 +249,9 @@ def test_changed_files_reload_equals_fresh_load(mariadb_server, target, tmp_path
                         "WHERE p.product_id IS NULL")[0][0] == 0
     assert changes["PriceHistory"]["inserted"] > 0
     # back to the first files: again equal to a fresh load
-    etl.run(target.params(tmp_path / "a", **everything))
+    run_etl(target.params(tmp_path / "a", **everything))
     fresh_a = new_target(mariadb_server)
-    etl.run(fresh_a.params(tmp_path / "a"))
+    run_etl(fresh_a.params(tmp_path / "a"))
     assert target.checksums(unit_price=False) == fresh_a.checksums(unit_price=False)
 
 
@@ -256,7 +259,7 @@ def test_triggers_stand_aside_during_the_load(mariadb_server, target, tmp_path):
     """Stock is the file's, unit prices are the products', no PriceHistory -- and the triggers
     still work for the application afterwards."""
     manifest = generate(tmp_path, 2000, seed=12)
-    etl.run(target.params(tmp_path))
+    run_etl(target.params(tmp_path))
     data = {}
     for line in (tmp_path / "products.csv").read_text().splitlines()[1:]:
         data[int(line.split(",")[0])] = line
@@ -300,7 +303,7 @@ def test_injection_payloads_are_stored_literally(target, tmp_path):
                          f"{field},")
     products = ["1," + '"' + INJECTIONS[0].replace('"', '""') + '"' + ",1.00,1"]
     folder = write_files(tmp_path, customers=customers, products=products)
-    result = etl.run(target.params(folder))
+    result = run_etl(target.params(folder))
     assert result["files"]["customers.csv"]["rejected"] == 0, result["rejects"]
     rows = target.query(f"SELECT customer_id, last_name, address_line1, address_line2, email "
                         f"FROM `{target.db}`.Customer ORDER BY customer_id")
@@ -311,9 +314,14 @@ def test_injection_payloads_are_stored_literally(target, tmp_path):
     assert target.counts()["Customer"] == len(INJECTIONS)
 
 
-def test_database_names_are_validated(tmp_path):
-    with pytest.raises(etl.EtlError, match="invalid database name"):
-        etl.run({"data_dir": str(tmp_path), "database": "pos`; DROP DATABASE x; --"})
+@pytest.mark.parametrize("option", ["database", "etl_database"])
+def test_database_names_are_validated(mariadb_server, tmp_path, option):
+    conn = mariadb_server.connect()
+    try:
+        with pytest.raises(etl.EtlError, match=f"^{option}: invalid database name"):
+            etl.run(conn, str(tmp_path), **{option: "pos`; DROP DATABASE x; --"})
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("case", ["wrong_header", "binary", "not_csv_text", "missing"])
@@ -333,21 +341,25 @@ def test_bad_files_fail_clearly_and_load_nothing(target, tmp_path, case):
         pattern = r"products\.csv: file not found"
     gtid = target.gtid()
     with pytest.raises(etl.EtlError, match=pattern) as error:
-        etl.run(target.params(folder))
+        run_etl(target.params(folder))
     assert "Traceback" not in str(error.value)
     assert set(target.counts().values()) == {0}
     assert target.gtid() == gtid
 
 
-def test_module_documentation_parses():
-    source = (REPO_ROOT / "library" / "mariadb_csv_etl.py").read_text()
-    namespace = {}
-    for name in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
-        start = source.index(f'{name} = r"""') + len(name) + 7
-        namespace[name] = yaml.safe_load(source[start:source.index('"""', start)])
-    options = namespace["DOCUMENTATION"]["options"]
-    assert {"data_dir", "database", "etl_database", "force", "login_unix_socket"} <= set(options)
-    assert json.dumps(namespace["RETURN"])
+def test_module_documentation_covers_the_login_options_and_every_returned_key(target, tmp_path):
+    """ansible-doc renders the module with the login doc fragment, and every key a load and a
+    no-op rerun return is documented in RETURN (the options are checked against the argument
+    spec by scripts/check_specs.py)."""
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-doc")), "-M", "library", "--json",
+         "mariadb_csv_etl"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        check=True, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg")))
+    doc = json.loads(completed.stdout)["mariadb_csv_etl"]
+    assert {"data_dir", "login_unix_socket", "login_password"} <= set(doc["doc"]["options"])
+    folder = write_files(tmp_path / "data")
+    for result in (run_etl(target.params(folder)), run_etl(target.params(folder))):
+        assert set(result) - {"changed"} <= set(doc["return"]), result.keys()
 
 
 def test_runs_as_the_pos_etl_account_with_its_grants_only(mariadb_server, target, tmp_path):
@@ -368,10 +380,10 @@ def test_runs_as_the_pos_etl_account_with_its_grants_only(mariadb_server, target
             params = target.params(tmp_path / folder, max_delete_percent=100,
                                    delete_rejected=True)
             params.pop("login_unix_socket")
-            result = etl.run({**params, **account})
+            result = run_etl({**params, **account})
             assert result["data_changed"]
         fresh = new_target(mariadb_server)
-        etl.run(fresh.params(tmp_path / "b"))
+        run_etl(fresh.params(tmp_path / "b"))
         assert target.checksums(unit_price=False) == fresh.checksums(unit_price=False)
     finally:
         mariadb_server.client(f"DROP USER IF EXISTS '{user}'@'%'")

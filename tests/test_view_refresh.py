@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mariadb_pos.view_refresh import ViewRefreshError
 
 from tests.support.order_changes import CHANGE, apply_change
+from tests.support.pos_schema_role import run_module
 from tests.support.schema import (
     MATERIALIZED_VIEWS,
     assert_equal_to_view,
@@ -230,3 +231,32 @@ def test_leftovers_of_an_interrupted_full_refresh_are_cleaned_up(server_db):
     assert_equal_to_view(conn, "ProductBuyersMV")
     assert scalar(conn, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
                         "AND TABLE_NAME LIKE 'ProductBuyersMV\\_\\_%%'", (DB,)) == 0
+
+
+def test_the_module_deletes_rows_in_an_incremental_refresh(mariadb_server):
+    """Through Ansible, as the roles run it: the module's connection selects no database, and
+    an incremental refresh that removes rows (a customer's last order deleted) still works."""
+    database = "pos_t_refresh_module"
+    conn = create_schema_with_orders(mariadb_server, database, stock=100000)
+    login = dict(login_user="root", login_unix_socket=mariadb_server.socket,
+                 database=database, name="ProductBuyersMV")
+    try:
+        assert run_module("mariadb_view_refresh", dict(login, mode="full"))["mode"] == "full"
+        customer = scalar(conn, "SELECT MIN(customer_id) FROM `Order`")
+        bought = scalar(conn, "SELECT COUNT(*) FROM ProductBuyersMV WHERE customer_id = %s",
+                        (customer,))
+        with conn.cursor() as cur:
+            cur.execute("DELETE ol FROM OrderLine AS ol JOIN `Order` AS o USING (order_id) "
+                        "WHERE o.customer_id = %s", (customer,))
+            cur.execute("DELETE FROM `Order` WHERE customer_id = %s", (customer,))
+        conn.commit()
+        result = run_module("mariadb_view_refresh", dict(login, mode="incremental"))
+        assert result["mode"] == "incremental" and result["changed"] is True
+        assert bought > 0 and result["deleted"] == bought, result
+        conn.commit()  # a new snapshot for the comparison
+        assert scalar(conn, "SELECT COUNT(*) FROM ProductBuyersMV WHERE customer_id = %s",
+                      (customer,)) == 0
+        assert_equal_to_view(conn, "ProductBuyersMV")
+    finally:
+        conn.close()
+        mariadb_server.client(f"DROP DATABASE IF EXISTS {database}")

@@ -1,6 +1,9 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Idempotent, atomic load of the course's four CSV files into the POS schema.
 
-Logic of the ``mariadb_csv_etl`` module, importable without Ansible (the tests call :func:`run`).
+Logic of the ``mariadb_csv_etl`` module, importable without Ansible. Like the other modules'
+logic, :func:`run` receives a connection (opened with :data:`CONNECTION_OPTIONS`) and explicit
+arguments; the caller opens and closes the connection.
 
 Phases (timings and rows/s in the result's ``phases``), one method of :class:`Runner` each:
 
@@ -48,12 +51,14 @@ import tempfile
 import time
 
 from . import etl_clean
-from .db import ConnectionError_, connect
+from .identifiers import IdentifierError, quote_identifier
 
 ETL_VERSION = "2"  # part of the fingerprint: a change of the cleaning rules forces a reload
 LOCK_NAME = "mariadb_csv_etl"
 STAGING_PREFIX = "mariadb_csv_etl"
-_IDENT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+# What the ETL's connection must be opened with (db.connect(**CONNECTION_OPTIONS, ...)): the
+# staging goes through LOAD DATA LOCAL INFILE.
+CONNECTION_OPTIONS = {"local_infile": True}
 _CHUNK = 1000
 
 # final table, staging table, columns in file order, primary key columns
@@ -124,11 +129,12 @@ class EtlError(Exception):
     """Any failure of a run, with a message naming the file/server and the cause."""
 
 
-def quote_ident(name: str) -> str:
-    """Backtick-quote a database name after checking it against a strict whitelist."""
-    if not isinstance(name, str) or not _IDENT_RE.match(name):
-        raise EtlError(f"invalid database name {name!r}: letters, digits and _ only, at most 64")
-    return f"`{name}`"
+def quote_database(name, option: str) -> str:
+    """Backtick-quote a database name after the project's one identifier check."""
+    try:
+        return quote_identifier(name, "database name")
+    except IdentifierError as error:
+        raise EtlError(f"{option}: {error}") from None
 
 
 def _q(table: str) -> str:
@@ -277,17 +283,32 @@ def _differs(table: str, columns, pk) -> str:
 class Runner:
     """One run of the ETL on one connection; :meth:`run` calls the phases in order."""
 
-    def __init__(self, params: dict, check_mode: bool = False, progress=None):
-        self.params = params
+    def __init__(self, conn, data_dir, *, file_names=None, database="pos",
+                 etl_database="pos_etl", force=False, lock_timeout=60, reject_sample=20,
+                 max_delete_percent=5, delete_rejected=False, mv_incremental_max_keys=2000,
+                 check_mode=False, progress=None):
+        self.data_dir = data_dir
+        self.file_names = file_names or {}
         self.check_mode = check_mode
         self.progress_cb = progress
-        self.db = params.get("database") or "pos"
-        self.etl_db = params.get("etl_database") or "pos_etl"
-        self.qdb = quote_ident(self.db)
-        self.qetl = quote_ident(self.etl_db)
-        self.max_delete_percent = float(params.get("max_delete_percent", 5))
-        self.delete_rejected = bool(params.get("delete_rejected", False))
-        self.mv_max_keys = int(params.get("mv_incremental_max_keys", 2000))
+        self.db = database
+        self.etl_db = etl_database
+        self.qdb = quote_database(database, "database")
+        self.qetl = quote_database(etl_database, "etl_database")
+        self.force = bool(force)
+        self.lock_timeout = int(lock_timeout)
+        self.reject_sample = int(reject_sample)
+        self.max_delete_percent = float(max_delete_percent)
+        if not 0 <= self.max_delete_percent <= 100:
+            raise EtlError("max_delete_percent must be between 0 and 100, "
+                           f"got {max_delete_percent}")
+        self.delete_rejected = bool(delete_rejected)
+        self.mv_max_keys = int(mv_incremental_max_keys)
+        unknown = set(self.file_names) - set(etl_clean.FILES)
+        if unknown:
+            raise EtlError("file_names: unknown keys {} ({})".format(
+                ", ".join(sorted(unknown)), ", ".join(etl_clean.FILES)))
+        self.given_conn = conn
         self.staging_db = self.qetl
         self.phases: list[dict] = []
         self.conn = None
@@ -314,8 +335,8 @@ class Runner:
         return row[0] if row else None
 
     def paths(self) -> dict:
-        folder = self.params["data_dir"]
-        names = self.params.get("file_names") or {}
+        folder = self.data_dir
+        names = self.file_names
         if not os.path.isdir(folder):
             raise EtlError(f"{folder}: the data folder does not exist or is not a directory")
         return {key: os.path.join(folder, names.get(key) or default_name)
@@ -323,20 +344,13 @@ class Runner:
 
     # ---------------------------------------------------------------- connection
     def open(self) -> None:
-        conn_params = {key: self.params[key] for key in (
-            "login_user", "login_password", "login_host", "login_port", "login_unix_socket",
-            "connect_timeout") if key in self.params}
-        try:
-            # default database: multi-table DELETE resolves its aliases against it
-            self.conn = connect(local_infile=True, database=self.db, **conn_params)
-        except ConnectionError_ as error:
-            raise EtlError(str(error)) from None
+        self.conn = self.given_conn
         self.conn.autocommit(True)  # explicit transaction for the apply phase only
         self.cursor = self.conn.cursor()
         self.sql("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
                  "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'")
         self.sql("SET @pos_bulk_load = 1")
-        timeout = int(self.params.get("lock_timeout", 60))
+        timeout = self.lock_timeout
         if self.scalar("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, timeout)) != 1:
             raise EtlError(f"another mariadb_csv_etl run holds the lock {LOCK_NAME!r} "
                            f"(waited {timeout}s)")
@@ -348,11 +362,14 @@ class Runner:
             raise EtlError(f"database {self.db} lacks the POS tables {', '.join(missing)}: "
                            "apply files/sql first (role pos_schema)")
         self.has_changelog = {"ChangeLog", "MaterializedView"} <= present
+        # The default database: a multi-table DELETE resolves its aliases against it.
+        self.sql("USE {db}")
 
     def close(self) -> None:
+        """Release the run's lock; the connection stays the caller's."""
         if self.conn is not None:
             with contextlib.suppress(Exception):  # the connection may already be gone
-                self.conn.close()
+                self.sql("DO RELEASE_LOCK(%s)", (LOCK_NAME,))
             self.conn = None
 
     def etl_db_exists(self) -> bool:
@@ -768,7 +785,7 @@ class Runner:
         self.open()
         try:
             last_id, last_files = self.fingerprint(files)
-            if last_id is not None and not self.params.get("force"):
+            if last_id is not None and not self.force:
                 return self.unchanged_result(last_id, last_files)
             direct = not self.check_mode and self.targets_empty()
             data = self.extract(files, direct)
@@ -806,7 +823,7 @@ class Runner:
         data_changed = any(totals.values())
         rejects = [(stats.name, line, raw, reason) for stats in data.stats.values()
                    for line, raw, reason in stats.rejects]
-        limit = int(self.params.get("reject_sample", 20))
+        limit = self.reject_sample
         verb = "would load" if self.check_mode else "loaded"
         if not data_changed:
             mv_refresh = "none"
@@ -829,9 +846,12 @@ class Runner:
         }
 
 
-def run(params: dict, check_mode: bool = False, progress=None) -> dict:
-    """Run the ETL; raise EtlError with a clear message on any failure."""
-    runner = Runner(params, check_mode=check_mode, progress=progress)
+def run(conn, data_dir, *, check_mode=False, progress=None, **options) -> dict:
+    """Run the ETL on ``conn`` (opened with CONNECTION_OPTIONS; the caller closes it) for the
+    files in ``data_dir``; ``options`` are the module's: file_names, database, etl_database,
+    force, lock_timeout, reject_sample, max_delete_percent, delete_rejected,
+    mv_incremental_max_keys. Raise EtlError with a clear message on any failure."""
+    runner = Runner(conn, data_dir, check_mode=check_mode, progress=progress, **options)
     try:
         return runner.run()
     except etl_clean.EtlInputError as error:

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Extract and clean the course's four CSV files (pure Python: no database, no Ansible).
 
 Each file is read once (:class:`InputFile`: its bytes are hashed for the fingerprint and decoded

@@ -169,7 +169,7 @@ def _full(conn, cursor, target, check_mode):
     before = _count(cursor, target.q_table)
     if check_mode:
         # A temporary table is not written to the binary log (binlog_format=ROW).
-        q_tmp = quote(target.table + "__check", "table name")
+        q_tmp = "%s.%s" % (target.q_db, quote(target.table + "__check", "table name"))
         cursor.execute("DROP TEMPORARY TABLE IF EXISTS %s" % q_tmp)
         cursor.execute("CREATE TEMPORARY TABLE %s LIKE %s" % (q_tmp, target.q_table))
         cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s"
@@ -267,9 +267,13 @@ def _delete_by_pk(cursor, target, pks):
     if not pks:
         return
     q_keys, _using = _load_keys(cursor, target, pks)
-    on = " AND ".join("t.%s = k.%s" % (quote(c), quote(c)) for c in target.primary_key)
-    cursor.execute("DELETE t FROM %s AS k STRAIGHT_JOIN %s AS t FORCE INDEX (PRIMARY) ON %s"
-                   % (q_keys, target.q_table, on))
+    # The table is named database-qualified and without an alias: MariaDB resolves an alias in
+    # a multi-table DELETE's list in the default database, which a module's connection has not
+    # selected (error 1046, "No database selected").
+    on = " AND ".join("%s.%s = k.%s" % (target.q_table, quote(c), quote(c))
+                      for c in target.primary_key)
+    cursor.execute("DELETE %s FROM %s AS k STRAIGHT_JOIN %s FORCE INDEX (PRIMARY) ON %s"
+                   % (target.q_table, q_keys, target.q_table, on))
     cursor.execute("DROP TEMPORARY TABLE %s" % q_keys)
 
 

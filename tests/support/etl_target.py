@@ -6,21 +6,31 @@ import itertools
 from pathlib import Path
 
 import pytest
+from mariadb_pos import etl
+from mariadb_pos.db import CONNECTION_ARGUMENT_SPEC, ConnectionError_, connect
 
 from tests.support.pos_csv_generator import HEADERS
+from tests.support.schema import create_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SQL_DIR = REPO_ROOT / "files" / "sql"
 TABLES = ("City", "Customer", "Product", "`Order`", "OrderLine", "PriceHistory")
 _counter = itertools.count(1)
 
 
-def load_schema(server, database: str) -> None:
-    """Apply files/sql/*.sql, in order, to a fresh database (the files name no database)."""
-    server.client(f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` "
-                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
-        server.client(file=path, database=database)
+def run_etl(params: dict, check_mode: bool = False, progress=None) -> dict:
+    """One ETL run as the module runs it: a connection of its own from the login options in
+    ``params`` (opened with etl.CONNECTION_OPTIONS), the other params as the ETL's arguments."""
+    login = {k: v for k, v in params.items() if k in CONNECTION_ARGUMENT_SPEC}
+    options = {k: v for k, v in params.items() if k not in CONNECTION_ARGUMENT_SPEC}
+    try:
+        conn = connect(**login, **etl.CONNECTION_OPTIONS)
+    except ConnectionError_ as error:
+        raise etl.EtlError(str(error)) from None
+    try:
+        return etl.run(conn, options.pop("data_dir"), check_mode=check_mode, progress=progress,
+                       **options)
+    finally:
+        conn.close()
 
 
 class EtlTarget:
@@ -68,7 +78,7 @@ class EtlTarget:
 
 def new_target(server) -> EtlTarget:
     target = EtlTarget(server, f"etl_t{next(_counter)}")
-    load_schema(server, target.db)
+    create_schema(server, target.db)
     server.client(f"DROP DATABASE IF EXISTS `{target.etl_db}`; CREATE DATABASE `{target.etl_db}`")
     return target
 

@@ -23,6 +23,19 @@ def recap_changed(output: str) -> int:
     return int(match.group(1))
 
 
+def run_module(name: str, module_args: dict, *args, inventory: Path | None = None) -> dict:
+    """One ad-hoc run of a module of library/ through Ansible (localhost, connection local, the
+    test's Python), as a task runs it: its JSON result (asserting it did not fail)."""
+    target = ["-i", str(inventory)] if inventory else [
+        "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+    result = subprocess.run(
+        [str(ANSIBLE / "ansible"), "localhost", *target, "-o", "-m", name,
+         "-a", json.dumps(module_args), *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.split("=>", 1)[1])
+
+
 class PosSchemaRole:
     """One POS database, its ETL database and three accounts, built by the role from a copy of
     files/sql in ``tmp`` (tests edit the copy, never the repository)."""
@@ -59,12 +72,7 @@ class PosSchemaRole:
 
     def module(self, name: str, module_args: dict, *args) -> dict:
         """One ad-hoc module run; its JSON result."""
-        result = subprocess.run(
-            [str(ANSIBLE / "ansible"), "localhost", "-i", str(self.inventory), "-o",
-             "-m", name, "-a", json.dumps(module_args), *args],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return json.loads(result.stdout.split("=>", 1)[1])
+        return run_module(name, module_args, *args, inventory=self.inventory)
 
     def drop(self) -> None:
         for user in self.users.values():

@@ -91,8 +91,8 @@ def create_schema_with_orders(server, database: str, stock: int):
 
 
 def refresh_on_new_connection(server, database: str, table: str, **kwargs):
-    """One refresh on its own connection, as one module run would do it."""
-    conn = server.connect(database=database)
+    """One refresh on its own connection, as one module run opens it (no default database)."""
+    conn = server.connect()
     try:
         return refresh(conn, database, table, **kwargs)
     finally:
