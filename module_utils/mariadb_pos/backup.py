@@ -274,13 +274,13 @@ def verify_stream(manifest: dict) -> None:
 # --- Retention --------------------------------------------------------------------------------
 
 def expired_backups(backups: list[dict], keep_count: int, keep_days: float,
-                    now: datetime.datetime, current_id: str | None = None) -> list[dict]:
+                    now: datetime.datetime, stale_hours: float = 12) -> list[dict]:
     """Backups retention removes.
 
     A good backup is kept while it is one of the newest ``keep_count`` good backups or younger
     than ``keep_days`` (0: count only). The newest good backup is never removed. Failed backups and
-    the leftovers of interrupted runs ("running" other than ``current_id``) are always removed:
-    they were never usable.
+    the leftovers of interrupted runs ("running" for more than ``stale_hours``) are removed: they
+    were never usable.
     """
     if keep_count < 1:
         raise BackupError("the retention count must keep at least one backup (got %d)"
@@ -291,8 +291,9 @@ def expired_backups(backups: list[dict], keep_count: int, keep_days: float,
         horizon = now - datetime.timedelta(days=keep_days)
         keep |= {m["id"] for m in good if parse_time(m["end"]) >= horizon}
     expired = [m for m in good if m["id"] not in keep]
+    stale = now - datetime.timedelta(hours=stale_hours)
     expired += [m for m in backups if m["status"] == "failed"
-                or (m["status"] == "running" and m["id"] != current_id)]
+                or (m["status"] == "running" and parse_time(m["start"]) < stale)]
     return sorted(expired, key=lambda m: m["id"])
 
 
