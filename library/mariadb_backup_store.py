@@ -88,6 +88,7 @@ options:
     description:
       - Restore up to this GTID position (C(0-1-1234)) or UTC time (C(2026-11-29 07:50:00)),
         inclusive. Empty or C(latest) replays everything archived (O(action=plan)).
+      - For O(action=list), a GTID position: C(reached) names the archives holding it.
     type: str
   verify:
     description: Check the chosen backup's sha256 before planning (O(action=plan)).
@@ -146,6 +147,18 @@ removed:
 problems:
   description: Unreadable manifests found in the store (named by file).
   returned: always
+  type: list
+archives:
+  description: Per archived host, a summary of each binlog file (GTIDs, times, transactions).
+  returned: action=list
+  type: dict
+archive_ends:
+  description: Per archived host, the GTID position after its newest archived transaction.
+  returned: action=list
+  type: dict
+reached:
+  description: The archived hosts whose archive holds O(until).
+  returned: action=list with until
   type: list
 plan:
   description: C(start_gtid), C(target_gtid), C(files), C(replay_command) of the roll-forward.
@@ -306,6 +319,14 @@ def main():
             result["backups"] = backups
             result["archives"] = {os.path.basename(a): _summaries(module, a)
                                   for a in _archives(module, params["path"])}
+            ends = {name: store.archive_end_state(files)
+                    for name, files in result["archives"].items()}
+            result["archive_ends"] = {name: store.format_gtid_list(end)
+                                      for name, end in ends.items()}
+            if params["until"]:
+                wanted = store.parse_gtid_list(params["until"], "until")
+                result["reached"] = sorted(name for name, end in ends.items()
+                                           if store.gtid_reached(end, wanted))
     except store.BackupError as error:
         module.fail_json(msg=str(error))
     except OSError as error:
