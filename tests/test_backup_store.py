@@ -132,6 +132,8 @@ def test_plan_chooses_the_newest_backup_before_the_target_and_the_files_from_its
     plan = store.plan_restore(backups, ARCHIVE, "2026-11-29 09:10:00")
     assert plan["backup"]["id"] == "b1"
     assert plan["stop"] == ["--stop-datetime=2026-11-29 09:10:00"]
+    exact = store.plan_restore(backups, ARCHIVE, "0-1-80")
+    assert exact["backup"]["id"] == "b2" and exact["files"] == []
     latest = store.plan_restore(backups, ARCHIVE, None)
     assert latest["backup"]["id"] == "b2" and latest["target_gtid"] == "0-1-120"
 

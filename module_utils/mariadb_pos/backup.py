@@ -407,6 +407,8 @@ def plan_restore(backups: list[dict], summaries: list[dict], until: str | None,
 
     if target is None and (not summaries or gtid_reached(start, end_state)):
         return plan  # nothing archived after the backup: restore the backup alone
+    if target is not None and target[0] == "gtid" and gtid_reached(start, target[1]):
+        return plan  # the backup is exactly at the target: nothing to replay
     if not summaries:
         raise BackupError("until=%s needs archived binary logs, but the archive is empty"
                           % until)
