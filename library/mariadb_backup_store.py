@@ -88,7 +88,7 @@ options:
     description:
       - Restore up to this GTID position (C(0-1-1234)) or UTC time (C(2026-11-29 07:50:00)),
         inclusive. Empty or C(latest) replays everything archived (O(action=plan)).
-      - For O(action=list), a GTID position: C(reached) names the archives holding it.
+      - For O(action=list), a GTID position; C(reached) then names the archives holding it.
     type: str
   verify:
     description: Check the chosen backup's sha256 before planning (O(action=plan)).
