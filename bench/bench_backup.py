@@ -33,7 +33,10 @@ PRIMARY, REPLICA, BACKUP = "lab-db1", "lab-db3", "lab-backup"
 INVENTORY = ["-i", "inventory/lab", "-i",
              os.environ.get("BENCH_BACKUP_INVENTORY", ".lab/backup-host.yml")]
 SECRETS = os.environ.get("BENCH_BACKUP_SECRETS", ".lab/backup-secrets.yml")
-LINES, ORDERS, TRANSACTIONS = 1_000_000, 200_000, 20_000
+# BENCH_BACKUP_LINES scales the data down on a busy machine (orders are a fifth of the lines).
+LINES = int(os.environ.get("BENCH_BACKUP_LINES", "1000000"))
+ORDERS, TRANSACTIONS = max(LINES // 5, 1), int(os.environ.get("BENCH_BACKUP_TRANSACTIONS", "20000"))
+BATCH = 250_000
 
 
 def sql(host: str, query: str, database: str | None = None) -> str:
@@ -85,10 +88,11 @@ def load_data() -> None:
                  "FOREIGN KEY (order_id) REFERENCES Orders (id)) ENGINE=InnoDB", "bench_backup")
     sql(PRIMARY, f"INSERT INTO Orders SELECT seq, seq % 5000, NOW() - INTERVAL seq MINUTE "
                  f"FROM seq_1_to_{ORDERS}", "bench_backup")
-    for first in range(1, LINES + 1, 250_000):
+    for first in range(1, LINES + 1, BATCH):
+        last = min(first + BATCH - 1, LINES)
         sql(PRIMARY, "INSERT INTO OrderLine (order_id, product, qty, price) "
                      f"SELECT 1 + seq % {ORDERS}, seq % 997, 1 + seq % 5, (seq % 10000) / 100 "
-                     f"FROM seq_{first}_to_{first + 249_999}", "bench_backup")
+                     f"FROM seq_{first}_to_{last}", "bench_backup")
     wait_for_replicas()
 
 
