@@ -45,7 +45,7 @@ def test_gtid_lists_parse_compare_and_refuse_garbage():
 
 @pytest.mark.parametrize("text, kind", [
     ("0-1-1234", "gtid"), ("0-1-5,1-2-3", "gtid"), ("2026-11-29 07:50:00", "time"),
-    ("2026-11-29T07:50:00Z", "time"), ("2026-11-29 07:50", "time"),
+    ("2026-11-29T07:50:00Z", "time"), ("2026-11-29 07:50", "time"), ("2026-11-29", "time"),
 ])
 def test_until_is_a_gtid_or_a_utc_time(text, kind):
     assert store.parse_until(text)[0] == kind

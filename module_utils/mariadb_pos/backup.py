@@ -24,7 +24,8 @@ MANIFEST_FORMAT = 1
 STATUSES = ("running", "good", "failed")
 
 _GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
+                 "%Y-%m-%d")
 # mariadb-binlog's event header: "#261129  7:49:51 server id 7  end_log_pos 1043 ... GTID 0-7-5"
 _EVENT_HEADER = re.compile(r"^#(\d{6})\s+(\d{1,2}:\d{2}:\d{2}) server id (\d+)\s+end_log_pos (\d+)")
 _EVENT_GTID = re.compile(r"\tGTID (\d+-\d+-\d+)")
@@ -124,7 +125,8 @@ def parse_until(text: str | None) -> tuple[str, object] | None:
     if text is None or str(text).strip() in ("", "latest"):
         return None
     text = str(text).strip()
-    if re.match(r"^\d{4}-\d{2}-\d{2}[ T]", text):
+    # A date alone is midnight UTC, never the GTID of replication domain 2026.
+    if re.match(r"^\d{4}-\d{2}-\d{2}([ T]|$)", text):
         return ("time", parse_time(text, "until"))
     if re.match(r"^\d+-\d+-\d+", text):
         return ("gtid", parse_gtid_list(text, "until"))

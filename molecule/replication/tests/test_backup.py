@@ -264,7 +264,8 @@ def test_restore_refuses_the_running_primary_without_confirmation(drill):
 def test_a_point_in_time_out_of_range_is_refused_before_the_target_is_touched(
         drill, until, message):
     marker = value(TARGET, "SELECT @@GLOBAL.gtid_binlog_pos")
-    refused = playbook(drill, "restore.yml", "-e", f"target={TARGET}", "-e", f"until={until}")
+    # JSON: a time holds a space, which key=value extra vars would split.
+    refused = playbook(drill, "restore.yml", "-e", json.dumps({"target": TARGET, "until": until}))
     assert refused.returncode != 0
     assert message in refused.flat, refused.stdout[-3000:]
     assert value(TARGET, "SELECT @@GLOBAL.gtid_binlog_pos") == marker
