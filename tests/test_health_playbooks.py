@@ -1,4 +1,4 @@
-"""playbooks/check.yml end to end against a real local primary and two replicas.
+"""playbooks/check.yml and status.yml end to end, and the heartbeat, on real local servers.
 
 The members are local mariadbd instances with the mariadb_server role's rendered settings,
 replicating over loopback; the inventory names them db1..db3 with ansible_connection=local, their
@@ -10,20 +10,27 @@ pt-table-checksum, exactly as on the lab.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from module_utils.mariadb_pos.topology import parse_gtid_list
 from tests.support.health_cluster import (
     ANSIBLE_PLAYBOOK,
+    REPL_PASSWORD,
     REPO_ROOT,
     HealthCluster,
     ansible_env,
+    point,
     render_server_config,
     run,
     wait_for,
@@ -178,3 +185,108 @@ def test_a_stopped_replica_is_reported_not_compared(cluster, inventory, tmp_path
                      output), output[-6000:]
     verdict = json.loads((tmp_path / "reports" / "last_check.json").read_text())
     assert verdict["status"] == "incomplete" and verdict["members"]["db2"] == "not compared"
+
+
+# ---------------------------------------------------------------- status and the heartbeat
+
+HEALTH_VARS = yaml.safe_load((REPO_ROOT / "roles/mariadb_health/vars/main.yml").read_text())
+LAG_QUERY = HEALTH_VARS["mariadb_health_lag_query"].replace("{{ mariadb_health_database }}",
+                                                            "pos_health")
+
+
+def heartbeat_lag(server) -> float | None:
+    value = run(server, LAG_QUERY)[0][0]
+    return None if value is None else float(value)
+
+
+def ensure_heartbeat(cluster):
+    """check.yml installs it; a test run alone installs it from the same file."""
+    if not run(cluster.primary, "SELECT COUNT(*) FROM information_schema.events "
+                                "WHERE event_name = 'heartbeat_beat'")[0][0]:
+        run(cluster.primary, "CREATE DATABASE IF NOT EXISTS pos_health")
+        cluster.primary.client(file=REPO_ROOT / "roles/mariadb_health/files/heartbeat.sql",
+                               database="pos_health")
+    for server in cluster.servers:
+        wait_for(lambda s=server: (heartbeat_lag(s) or 99) < 3, timeout=120,
+                 what=f"a fresh heartbeat on port {server.port}")
+
+
+def test_status_prints_every_member_and_writes_the_report(cluster, inventory, tmp_path):
+    ensure_heartbeat(cluster)
+    replica = cluster.servers[2]  # db3
+    run(replica, "STOP SLAVE SQL_THREAD")
+    try:
+        stopped_at = time.monotonic()
+        wait_for(lambda: (heartbeat_lag(replica) or 0) > 3, timeout=60,
+                 what="db3's heartbeat ages while its SQL thread is stopped")
+        code, changed, output = play("status.yml", inventory, tmp_path)
+    finally:
+        run(replica, "START SLAVE SQL_THREAD")
+    assert code == 0 and changed == 0, output[-6000:]
+    assert time.monotonic() - stopped_at < 15 + 120  # reported within one status run
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'"(db\d) [^"]*"', output)}
+    assert set(rows) == {"db1", "db2", "db3"}, output[-4000:]
+    assert re.search(r"db1\s+primary\s+OFF\s+0-1-\d+", rows["db1"])
+    assert re.search(r"db2\s+replica\s+ON\s+.*Yes/Yes.*OK", rows["db2"])
+    assert "SQL thread not running" in rows["db3"] and "Yes/No" in rows["db3"]
+    assert re.search(r"heartbeat \d+\.\d s old \(limit 5", rows["db3"])
+    report = (tmp_path / "reports" / "status.md").read_text()
+    for member in ("db1", "db2", "db3"):
+        assert f"| {member} |" in report
+    svg = (tmp_path / "reports" / "topology.svg").read_text()
+    assert svg.startswith("<svg") and all(f"{m} (" in svg for m in ("db1", "db2", "db3"))
+    assert 'fill="#c62828"' in svg  # db3 drawn unhealthy
+
+
+def test_the_heartbeat_ages_while_a_frozen_primary_sends_nothing(cluster):
+    ensure_heartbeat(cluster)
+    replica = cluster.replicas[0]
+    os.kill(cluster.primary.process.pid, signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - frozen_at > 5, what="five seconds")
+        lag = heartbeat_lag(replica)
+        io_running = run(replica, "SELECT variable_value FROM information_schema.global_status "
+                                  "WHERE variable_name = 'Slave_running'")[0][0]
+    finally:
+        os.kill(cluster.primary.process.pid, signal.SIGCONT)
+    # The replica may still believe its link is up; the heartbeat says it heard nothing for 5 s.
+    assert io_running in ("ON", "OFF")
+    assert lag is not None and lag >= 4.5, f"heartbeat lag {lag} after 5 s without a beat"
+    wait_for(lambda: (heartbeat_lag(replica) or 99) < 3, timeout=120,
+             what="a fresh heartbeat after the primary resumed")
+
+
+def test_a_demoted_member_writes_no_beat_and_the_heartbeat_follows_a_switchover(cluster):
+    ensure_heartbeat(cluster)
+    db1, db2, db3 = cluster.servers
+    log_size = db1.error_log.stat().st_size
+    # Demote db1 as a switchover does (read_only first). Its event is still enabled, yet its
+    # definer cannot write under read_only: no errant transaction.
+    run(db1, "SET GLOBAL read_only = 1")
+    position = run(db1, "SELECT @@gtid_binlog_pos")[0][0]
+    assert run(db1, "SELECT status FROM information_schema.events "
+                    "WHERE event_name = 'heartbeat_beat'") == (("ENABLED",),)
+    wait_for(lambda: "--read-only option" in db1.error_log.read_text()[log_size:], timeout=60,
+             what="the beat refused by read_only on db1")
+    assert run(db1, "SELECT @@gtid_binlog_pos")[0][0] == position
+    for replica in (db2, db3):
+        assert run(replica, "SELECT MASTER_GTID_WAIT(%s, 120)", args=(position,))[0][0] == 0
+    # Promote db2 as the mariadb_replication role does: replicated events enabled on the new
+    # primary, disabled (locally) on the members that now replicate.
+    run(db2, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0",
+        "ALTER EVENT pos_health.heartbeat_beat ENABLE")
+    run(db2, "CREATE USER IF NOT EXISTS repl@'127.0.0.1' IDENTIFIED BY %s", args=(REPL_PASSWORD,))
+    run(db2, "GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'")
+    for member in (db1, db3):
+        point(member, db2, cluster.heartbeat)
+    run(db1, "SET SESSION sql_log_bin = 0", "ALTER EVENT pos_health.heartbeat_beat DISABLE")
+    for server in cluster.servers:
+        wait_for(lambda s=server: run(
+            s, "SELECT COUNT(*) FROM pos_health.heartbeat WHERE server_id = 2 "
+               "AND beat_at > UTC_TIMESTAMP(6) - INTERVAL 3 SECOND")[0][0] == 1,
+            timeout=120, what=f"db2's beats on port {server.port}")
+        assert (heartbeat_lag(server) or 99) < 3
+    # db1 wrote nothing after the promotion point: its own GTIDs end where they did.
+    assert parse_gtid_list(run(db1, "SELECT @@gtid_binlog_state")[0][0])[(0, 1)] == \
+        parse_gtid_list(position)[(0, 1)]
