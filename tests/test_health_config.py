@@ -128,3 +128,30 @@ def _slave_status(replica):
     with replica.connect() as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute("SHOW SLAVE STATUS")
         return cur.fetchone()
+
+
+def _lab_checks():
+    """The molecule verify file's pure checks, loaded by path (``molecule`` is also a package)."""
+    import importlib.util
+
+    path = ROLE.parents[1] / "molecule/replication/tests/test_replication_health.py"
+    spec = importlib.util.spec_from_file_location("replication_health_checks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_lab_verify_checks_pass_here_and_catch_a_wrong_setting(cluster):
+    checks = _lab_checks()
+    for server in cluster.servers:
+        assert checks.settings_problems(dict(run(server, "SHOW GLOBAL VARIABLES"))) == {}
+    replica = cluster.replicas[0]
+    run(replica, "STOP SLAVE", "SET GLOBAL slave_parallel_threads = 0", "START SLAVE")
+    try:
+        problems = checks.settings_problems(dict(run(replica, "SHOW GLOBAL VARIABLES")))
+    finally:
+        run(replica, "STOP SLAVE",
+            "SET GLOBAL slave_parallel_threads = %d"
+            % DEFAULTS["mariadb_server_slave_parallel_threads"], "START SLAVE")
+    assert problems == {"slave_parallel_threads": (
+        DEFAULTS["mariadb_server_slave_parallel_threads"], "0")}

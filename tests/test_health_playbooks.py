@@ -216,14 +216,12 @@ def test_status_prints_every_member_and_writes_the_report(cluster, inventory, tm
     replica = cluster.servers[2]  # db3
     run(replica, "STOP SLAVE SQL_THREAD")
     try:
-        stopped_at = time.monotonic()
-        wait_for(lambda: (heartbeat_lag(replica) or 0) > 3, timeout=60,
+        wait_for(lambda: (heartbeat_lag(replica) or 0) > 6, timeout=60,
                  what="db3's heartbeat ages while its SQL thread is stopped")
         code, changed, output = play("status.yml", inventory, tmp_path)
     finally:
         run(replica, "START SLAVE SQL_THREAD")
     assert code == 0 and changed == 0, output[-6000:]
-    assert time.monotonic() - stopped_at < 15 + 120  # reported within one status run
     rows = {m.group(1): m.group(0) for m in re.finditer(r'"(db\d) [^"]*"', output)}
     assert set(rows) == {"db1", "db2", "db3"}, output[-4000:]
     assert re.search(r"db1\s+primary\s+OFF\s+0-1-\d+", rows["db1"])
