@@ -182,7 +182,7 @@ def status_rows(topology, extras, last_check=None, max_lag=None):
 
 
 _COLUMNS = [("member", 14), ("role", 9), ("ro", 3), ("gtid_binlog_pos", 22), ("gtid_slave_pos", 22),
-            ("lag", 8), ("io/sql", 7), ("tls", 8), ("last check", 19), ("health", 0)]
+            ("lag", 8), ("io/sql", 7), ("tls", 26), ("last check", 19), ("health", 0)]
 
 
 def _cells(row):
