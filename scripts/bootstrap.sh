@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the lab and the tests need on a Debian control node, idempotently:
-# Debian packages (Docker engine, debootstrap, MariaDB server for the SQL tests), a Python venv with
+# Debian packages (Docker engine, debootstrap, MariaDB server and tools for the SQL tests), a Python venv with
 # the pinned requirements, and the Ansible collections. Starts dockerd when none answers.
 # Usage: scripts/bootstrap.sh [--no-docker]
 set -euo pipefail
@@ -18,7 +18,10 @@ as_root() {
 }
 
 # --- Debian packages ---------------------------------------------------------------------------
-debs=(debootstrap mariadb-server mariadb-client make python3-venv git)
+# mariadb-backup, percona-toolkit and prometheus-mysqld-exporter: the backup and health tests run
+# Debian's tools on the control node against local servers (they skip without them).
+debs=(debootstrap mariadb-server mariadb-client mariadb-backup percona-toolkit
+  prometheus-mysqld-exporter make python3-venv git)
 [ "$want_docker" -eq 1 ] && debs+=(docker.io)
 missing=()
 for pkg in "${debs[@]}"; do

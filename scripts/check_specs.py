@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Lint check: the documented interface of every role and module matches the real one.
 
-* roles/*/defaults/main.yml and roles/*/meta/argument_specs.yml (entry point main): every default
-  is specified, every specified option has a default unless it is required, and a literal default
+* roles/*/defaults/main.yml and roles/*/meta/argument_specs.yml (every entry point, e.g. main and
+  a tasks_from one; a default may belong to any of them): every default is specified, every specified option has a default unless it is required, and a literal default
   has the specified type (and is one of the choices).
 * library/*.py: the options of DOCUMENTATION, doc fragments included (as ``ansible-doc`` shows
   them), equal the module's argument spec: names, type, elements, default, required, choices and
@@ -38,7 +38,10 @@ def check_role(role: Path) -> list[str]:
         return [f"{where}: defaults/main.yml exists but meta/argument_specs.yml does not"]
     defaults = (yaml.safe_load(defaults_file.read_text()) if defaults_file.exists() else {}) or {}
     specs = yaml.safe_load(specs_file.read_text()) or {}
-    options = (specs.get("argument_specs", {}).get("main", {}) or {}).get("options") or {}
+    # The options of every entry point (main, and e.g. check for tasks_from: check).
+    options = {}
+    for entry in (specs.get("argument_specs") or {}).values():
+        options.update((entry or {}).get("options") or {})
     problems = []
     for name in defaults:
         if name not in options:
