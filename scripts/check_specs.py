@@ -3,8 +3,9 @@
 """Lint check: the documented interface of every role and module matches the real one.
 
 * roles/*/defaults/main.yml and roles/*/meta/argument_specs.yml (every entry point, e.g. main and
-  a tasks_from one; a default may belong to any of them): every default is specified, every specified option has a default unless it is required, and a literal default
-  has the specified type (and is one of the choices).
+  a tasks_from one; a default may belong to any of them): every default is specified, every
+  specified option has a default unless it is required, and a literal default has the specified
+  type (and is one of the choices).
 * library/*.py: the options of DOCUMENTATION, doc fragments included (as ``ansible-doc`` shows
   them), equal the module's argument spec: names, type, elements, default, required, choices and
   aliases. The spec is captured by running the module's main() with AnsibleModule replaced.

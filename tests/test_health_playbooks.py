@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.test_etl_support import load_schema
+from tests.test_schema_helpers import seed
 
 from module_utils.mariadb_pos.topology import parse_gtid_list
 from tests.support.health_cluster import (
@@ -35,8 +37,6 @@ from tests.support.health_cluster import (
     run,
     wait_for,
 )
-from tests.test_etl_support import load_schema
-from tests.test_schema_helpers import seed
 
 pytestmark = pytest.mark.skipif(
     not ANSIBLE_PLAYBOOK.exists() or not shutil.which("pt-table-checksum"),
