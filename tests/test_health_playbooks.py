@@ -22,8 +22,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.test_etl_support import load_schema
-from tests.test_schema_helpers import seed
 
 from module_utils.mariadb_pos.topology import parse_gtid_list
 from tests.support.health_cluster import (
@@ -37,6 +35,7 @@ from tests.support.health_cluster import (
     run,
     wait_for,
 )
+from tests.support.schema import create_schema, seed
 
 pytestmark = pytest.mark.skipif(
     not ANSIBLE_PLAYBOOK.exists() or not shutil.which("pt-table-checksum"),
@@ -111,7 +110,7 @@ def cluster(tmp_path_factory):
     settings = render_server_config(tmp_path_factory.mktemp("render"))
     cluster = HealthCluster(settings).start()
     try:
-        load_schema(cluster.primary, DATABASE)
+        create_schema(cluster.primary, DATABASE)
         with cluster.primary.connect(database=DATABASE) as conn:
             seed(conn, customers=30, products=20)
         cluster.wait_replicas()
