@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import pause_heartbeat, resume_heartbeat
 
 PROJECT = Path(__file__).resolve().parents[3]
 DEFAULTS = yaml.safe_load((PROJECT / "roles/mariadb_server/defaults/main.yml").read_text())
@@ -150,6 +151,14 @@ def test_kill_9_of_the_primary_under_writes_loses_no_transaction():
     wait_for(lambda: subprocess.run(["docker", "exec", source, "mariadb", "-e", "SELECT 1"],
                                     capture_output=True, check=False).returncode == 0,
              timeout=180, what=f"{source} restarted by systemd")
+    pause_heartbeat()  # exact positions below: no heartbeat write between the reads
+    try:
+        _assert_no_transaction_lost_or_forked(source)
+    finally:
+        resume_heartbeat()
+
+
+def _assert_no_transaction_lost_or_forked(source):
     position = sql(source, "SELECT @@gtid_binlog_pos")[0][0]
     checksums = {}
     for member in MEMBERS:

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import pause_heartbeat
 from test_replication import (
     ALL_REPLICAS,
     LATE_REPLICAS,
@@ -127,6 +128,7 @@ def assert_replicates_from(member, primary):
 def assert_cluster(primary, members=MEMBERS):
     """One writable primary, every other member a healthy read-only replica, same data."""
     assert live_primary(members) == primary
+    pause_heartbeat()  # a drill may have restarted a member (its scheduler is on again)
     wait_for_members(primary, members)
     for member in members:
         if member != primary:
