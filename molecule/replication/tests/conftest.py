@@ -1,55 +1,10 @@
-"""Exact comparisons between members need the primary quiet.
-
-site.yml installs the replication heartbeat (roles/mariadb_health): the live primary writes a row
-every second, so its GTID position and the checksum of pos_health.heartbeat move on between two
-reads. Every drill except the health ones (which test the heartbeat itself) therefore runs with
-the event scheduler off on every member, and it is switched on again afterwards (a restarted
-server turns it on by itself: the drill that restarts one pauses it again, see pause_heartbeat).
-"""
+"""Every drill except the health ones runs with the replication heartbeat paused (see
+heartbeat_pause.py): exact GTID positions and checksums are compared between members."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
-from testinfra.utils.ansible_runner import AnsibleRunner
-
-PROJECT = Path(__file__).resolve().parents[3]
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or str(PROJECT / "inventory" / "lab")
-MEMBERS = sorted(set().union(*(AnsibleRunner(INVENTORY).get_hosts(group)
-                               for group in ("primary", "replicas", "late_replicas"))))
-HEARTBEAT_DEFINER = "pos_heartbeat"
-
-
-def _mariadb(member, query):
-    return subprocess.run(["docker", "exec", member, "mariadb", "-N", "-B", "-e", query],
-                          capture_output=True, text=True, check=False, timeout=120)
-
-
-def _set_scheduler(state):
-    for member in MEMBERS:
-        _mariadb(member, f"SET GLOBAL event_scheduler = {state}")  # a stopped member: nothing to do
-
-
-def pause_heartbeat(timeout=60):
-    """Event scheduler off everywhere, and no heartbeat write still running (polled, not slept)."""
-    _set_scheduler("OFF")
-    deadline = time.monotonic() + timeout
-    while True:
-        busy = [m for m in MEMBERS if _mariadb(
-            m, "SELECT COUNT(*) FROM information_schema.processlist "
-               f"WHERE user = '{HEARTBEAT_DEFINER}'").stdout.strip() not in ("", "0")]
-        if not busy:
-            return
-        assert time.monotonic() < deadline, f"heartbeat writes still running on {busy}"
-        time.sleep(0.2)
-
-
-def resume_heartbeat():
-    _set_scheduler("ON")
+from heartbeat_pause import pause_heartbeat, resume_heartbeat
 
 
 @pytest.fixture(autouse=True)

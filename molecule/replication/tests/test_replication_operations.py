@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import pause_heartbeat
+from heartbeat_pause import pause_heartbeat
 from test_replication import (
     ALL_REPLICAS,
     LATE_REPLICAS,
