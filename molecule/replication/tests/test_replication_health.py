@@ -150,6 +150,11 @@ def test_kill_9_of_the_primary_under_writes_loses_no_transaction():
     wait_for(lambda: subprocess.run(["docker", "exec", source, "mariadb", "-e", "SELECT 1"],
                                     capture_output=True, check=False).returncode == 0,
              timeout=180, what=f"{source} restarted by systemd")
+    # Every member starts read-only (mariadb_server_read_only): a restarted primary takes no
+    # writes by surprise. Give it its writes back, as the replication role does for the live
+    # primary, so the drills that follow find the cluster as this one found it.
+    assert sql(source, "SELECT @@GLOBAL.read_only")[0][0] == "1"
+    sql(source, "SET GLOBAL read_only = OFF")
     # Exact positions below: no heartbeat write between the reads. (Imported here: the settings
     # checks of this file also run from tests/, where this folder is not on the path.)
     from heartbeat_pause import pause_heartbeat, resume_heartbeat
