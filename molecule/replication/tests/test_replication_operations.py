@@ -59,12 +59,15 @@ WRITER_PASSWORD = uuid.uuid4().hex
 
 
 def run_playbook(playbook, *extra, inventory_dir):
-    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    # molecule exports ANSIBLE_FORCE_COLOR, which beats ANSIBLE_NOCOLOR: the recap must be parsed
+    env = {key: val for key, val in os.environ.items() if key != "ANSIBLE_FORCE_COLOR"}
+    env.update(ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     started = time.monotonic()
     result = subprocess.run(
         ["ansible-playbook", "-i", str(os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])),
          "-i", str(inventory_dir / "grown.yml"), playbook, *extra],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    result.stdout = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
     result.flat = " ".join(result.stdout.split())
     result.seconds = time.monotonic() - started
     print(f"{playbook} {' '.join(extra)}: rc={result.returncode} in {result.seconds:.0f} s")
