@@ -782,8 +782,8 @@ class Runner:
         started = time.monotonic()
         files = etl_clean.read_files(self.paths())  # read and hashed once
         self.phase("read", sum(source.size for source in files.values()), started)
-        self.open()
         try:
+            self.open()  # inside: a failed check releases the lock (the connection is the caller's)
             last_id, last_files = self.fingerprint(files)
             if last_id is not None and not self.force:
                 return self.unchanged_result(last_id, last_files)
