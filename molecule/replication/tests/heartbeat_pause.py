@@ -5,8 +5,8 @@ Exact comparisons between members need the primary quiet.
 site.yml installs the replication heartbeat (roles/mariadb_health): the live primary writes a row
 every second, so its GTID position and the checksum of pos_health.heartbeat move on between two
 reads. Every drill except the health ones (which test the heartbeat itself) therefore runs with
-the event scheduler off on every member, and it is switched on again afterwards (a restarted
-server turns it on by itself: the drill that restarts one pauses it again, see pause_heartbeat).
+the event scheduler off on every member, and it is switched on again afterwards on the writable
+member, as the replication role does (every member starts with the scheduler off).
 """
 
 from __future__ import annotations
@@ -30,14 +30,10 @@ def _mariadb(member, query):
                           capture_output=True, text=True, check=False, timeout=120)
 
 
-def _set_scheduler(state):
-    for member in MEMBERS:
-        _mariadb(member, f"SET GLOBAL event_scheduler = {state}")  # a stopped member: nothing to do
-
-
 def pause_heartbeat(timeout=60):
     """Event scheduler off everywhere, and no heartbeat write still running (polled, not slept)."""
-    _set_scheduler("OFF")
+    for member in MEMBERS:
+        _mariadb(member, "SET GLOBAL event_scheduler = OFF")  # a stopped member: nothing to do
     deadline = time.monotonic() + timeout
     while True:
         busy = [m for m in MEMBERS if _mariadb(
@@ -50,6 +46,8 @@ def pause_heartbeat(timeout=60):
 
 
 def resume_heartbeat():
-    _set_scheduler("ON")
+    for member in MEMBERS:
+        if _mariadb(member, "SELECT @@read_only").stdout.strip() == "0":
+            _mariadb(member, "SET GLOBAL event_scheduler = ON")
 
 

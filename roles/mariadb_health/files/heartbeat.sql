@@ -6,7 +6,8 @@
 -- switchover/failover/rejoin of the mariadb_replication role enables it on the new primary and
 -- disables it elsewhere, as for every event. The definer has no privilege beyond this table, so
 -- read_only stops it on a member that was just made read-only (root's events would ignore
--- read_only and write errant transactions there).
+-- read_only and write errant transactions there; the role keeps each event's definer when it
+-- enables or disables it, as ALTER EVENT would otherwise make root the definer).
 -- Idempotent: every statement may run again.
 
 CREATE TABLE IF NOT EXISTS heartbeat (
@@ -20,7 +21,7 @@ GRANT SELECT, INSERT, UPDATE ON heartbeat TO 'pos_heartbeat'@'localhost';
 -- The scheduler runs an event only for a definer holding EVENT on its database (* = this one).
 GRANT EVENT ON * TO 'pos_heartbeat'@'localhost';
 
-CREATE DEFINER = 'pos_heartbeat'@'localhost' EVENT IF NOT EXISTS heartbeat_beat
+CREATE OR REPLACE DEFINER = 'pos_heartbeat'@'localhost' EVENT heartbeat_beat
     ON SCHEDULE EVERY 1 SECOND
     ON COMPLETION PRESERVE
     ENABLE
