@@ -22,7 +22,10 @@ from pathlib import Path
 
 import pytest
 import testinfra
+from drills import drills
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+pytestmark = drills
 
 PROJECT = Path(__file__).resolve().parents[3]
 if os.environ.get("MOLECULE_INVENTORY_FILE"):

@@ -54,6 +54,7 @@ ON_LAB = "MOLECULE_INVENTORY_FILE" in os.environ
 lab = pytest.mark.skipif(not ON_LAB, reason="needs the molecule replication scenario")
 
 if ON_LAB:
+    from drills import drills  # the scenario's folder is on the path only under molecule
     from testinfra.utils.ansible_runner import AnsibleRunner
 
     RUNNER = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
@@ -61,6 +62,7 @@ if ON_LAB:
                          + RUNNER.get_hosts("late_replicas")))
 else:
     MEMBERS = []
+    drills = lab
 
 
 def sql(name, query):
@@ -150,10 +152,11 @@ def test_kill_9_of_the_primary_under_writes_loses_no_transaction():
     wait_for(lambda: subprocess.run(["docker", "exec", source, "mariadb", "-e", "SELECT 1"],
                                     capture_output=True, check=False).returncode == 0,
              timeout=180, what=f"{source} restarted by systemd")
-    # Every member starts read-only (mariadb_server_read_only): a restarted primary takes no
-    # writes by surprise. Give it its writes back, as the replication role does for the live
-    # primary, so the drills that follow find the cluster as this one found it.
-    assert sql(source, "SELECT @@GLOBAL.read_only")[0][0] == "1"
+    # Every member starts read-only with its scheduler off (playbooks/mariadb.yml): a restarted
+    # primary takes no writes and fires no event by surprise. Give it its writes back, as the
+    # replication role does for the live primary (resume_heartbeat below runs its scheduler), so
+    # the drills that follow find the cluster as this one found it.
+    assert sql(source, "SELECT @@GLOBAL.read_only, @@GLOBAL.event_scheduler")[0] == ["1", "OFF"]
     sql(source, "SET GLOBAL read_only = OFF")
     # Exact positions below: no heartbeat write between the reads. (Imported here: the settings
     # checks of this file also run from tests/, where this folder is not on the path.)
@@ -179,6 +182,7 @@ def _assert_no_transaction_lost_or_forked(source):
 
 
 @lab
+@drills
 def test_check_and_status_playbooks_on_the_lab(tmp_path):
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     password = secrets.token_hex(12)

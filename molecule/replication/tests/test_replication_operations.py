@@ -5,9 +5,7 @@ containers, late replica included, while a writer on the control node commits nu
 whichever member is the primary and records every acknowledged commit. Containers are killed and
 cut off the network for real. The drills end with the inventory's primary back in charge.
 
-Run on Debian 12 only (the replication scenario): the drills exercise the playbooks' logic, which
-is the same on both releases, and a second run would add ~10 minutes to CI. Set
-OPERATIONS_DRILLS=1 to run them in replication-debian13 too.
+Run in the Debian 12 replication scenario (see drills.py; LAB_DRILLS=1 runs them on Debian 13).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from drills import drills
 from heartbeat_pause import pause_heartbeat
 from test_replication import (
     ALL_REPLICAS,
@@ -38,10 +37,7 @@ from test_replication import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.support.writer import CREATE_TABLE, Writer
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("MOLECULE_SCENARIO_NAME") != "replication"
-    and os.environ.get("OPERATIONS_DRILLS") != "1",
-    reason="the operations drills run in the Debian 12 replication scenario (OPERATIONS_DRILLS=1)")
+pytestmark = drills
 
 MEMBERS = [PRIMARY, *ALL_REPLICAS]
 NETWORK = "mdb-repl" if PRIMARY.startswith("mdb-repl") else "mdb-trixie"
