@@ -195,15 +195,16 @@ def bench_to_sql(server, data: Path, name: str) -> float | None:
     return elapsed
 
 
-def refresh_all(server, database: str, mode: str) -> float:
-    """Refresh every registered materialized view; seconds."""
+def refresh_all(server, database: str, mode: str) -> tuple[float, dict]:
+    """Refresh every registered materialized view: seconds in all, and {table: seconds}."""
     conn = server.connect()
     try:
-        tables = [entry["table"] for entry in REGISTRY]
-        started = time.perf_counter()
-        for table in tables:
-            refresh(conn, database, table, mode=mode)
-        return time.perf_counter() - started
+        per_view = {}
+        for entry in REGISTRY:
+            started = time.perf_counter()
+            refresh(conn, database, entry["table"], mode=mode)
+            per_view[entry["table"]] = round(time.perf_counter() - started, 2)
+        return sum(per_view.values()), per_view
     finally:
         conn.close()
 
@@ -248,15 +249,15 @@ def main() -> None:
                              etl_database="bench_etl_etl", login_unix_socket=server.socket))
         noop = time.perf_counter() - started
         assert not rerun["changed"]
-        mv_first = refresh_all(server, "bench_etl", "full")
+        mv_first, mv_first_views = refresh_all(server, "bench_etl", "full")
         params = dict(data_dir=str(partial_copy(data, workdir / "partial")),
                       database="bench_etl", etl_database="bench_etl_etl",
                       login_unix_socket=server.socket)
         started = time.perf_counter()
         partial = run_etl(params)
         partial_seconds = time.perf_counter() - started
-        mv_partial = refresh_all(server, "bench_etl", partial["mv_refresh"])
-        mv_partial_full = refresh_all(server, "bench_etl", "full")
+        mv_partial, mv_partial_views = refresh_all(server, "bench_etl", partial["mv_refresh"])
+        mv_partial_full, mv_partial_full_views = refresh_all(server, "bench_etl", "full")
         other = workdir / "other"
         generate(other, args.orderlines, args.seed + 1)
         params = dict(data_dir=str(other), database="bench_etl", etl_database="bench_etl_etl",
@@ -271,7 +272,7 @@ def main() -> None:
         reload_seconds = time.perf_counter() - started
         reload_binlog = binlog_bytes(server) - binlog_before
         assert preview["tables"] == reload["tables"]
-        mv_reload = refresh_all(server, "bench_etl", reload["mv_refresh"])
+        mv_reload, mv_reload_views = refresh_all(server, "bench_etl", reload["mv_refresh"])
         raw = raw_base = many = to_sql = None
         if not args.etl_only:
             raw = bench_raw(server, data, "bench_raw")
@@ -293,13 +294,17 @@ def main() -> None:
                      reload_other_files=round(reload_seconds, 2),
                      partial_reload=round(partial_seconds, 2)),
         mv_refresh=dict(
-            after_first_load=dict(mode="full", seconds=round(mv_first, 2)),
+            after_first_load=dict(mode="full", seconds=round(mv_first, 2),
+                                  per_view=mv_first_views,
+                                  over_load=ratio(mv_first, etl_seconds)),
             after_partial_reload=dict(mode=partial["mv_refresh"], keys=partial["mv_keys"],
-                                      seconds=round(mv_partial, 2),
+                                      seconds=round(mv_partial, 2), per_view=mv_partial_views,
                                       full_seconds=round(mv_partial_full, 2),
+                                      full_per_view=mv_partial_full_views,
                                       over_reload=ratio(mv_partial, partial_seconds)),
             after_reload_other_files=dict(mode=reload["mv_refresh"],
                                           seconds=round(mv_reload, 2),
+                                          per_view=mv_reload_views,
                                           over_reload=ratio(mv_reload, reload_seconds))),
         partial_reload=dict(tables=partial["tables"], phases=partial["phases"]),
         reload=dict(binlog_mb=round(reload_binlog / 1e6, 1), tables=reload["tables"],
