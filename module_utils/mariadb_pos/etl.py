@@ -584,22 +584,17 @@ class Runner:
         "LEFT JOIN {stg}.stg_order so ON so.order_id = t.order_id "
         "WHERE s.order_id IS NULL AND (so.order_id IS NULL OR " + _SAME_ORDER.format(a="so", b="o")
         + ")",
-        # order lines added (also those of new orders), at the staged unit price
-        "SELECT so.customer_id, s.product_id, DATE(so.date_placed), 1, s.order_id, 1, 0, "
-        "s.quantity, s.quantity * s.unit_price, so.date_placed, NULL, NULL, NULL "
+        # order lines added (also those of new orders) at the staged unit price, or with another
+        # quantity at the stored one (KEPT_ON_UPDATE): one pass over the staged lines
+        "SELECT so.customer_id, s.product_id, DATE(so.date_placed), 1, s.order_id, "
+        "t.order_id IS NULL, 0, s.quantity - COALESCE(t.quantity, 0), IF(t.order_id IS NULL, "
+        "s.quantity * s.unit_price, (s.quantity - t.quantity) * t.unit_price), "
+        "IF(t.order_id IS NULL, so.date_placed, NULL), NULL, NULL, NULL "
         "FROM {stg}.stg_orderline s JOIN {stg}.stg_order so ON so.order_id = s.order_id "
         "LEFT JOIN {db}.OrderLine t ON t.order_id = s.order_id AND t.product_id = s.product_id "
         "LEFT JOIN {db}.`Order` o ON o.order_id = s.order_id "
-        "WHERE t.order_id IS NULL AND (o.order_id IS NULL OR " + _SAME_ORDER.format(a="so", b="o")
-        + ")",
-        # order lines with another quantity: the stored unit price stays (KEPT_ON_UPDATE)
-        "SELECT o.customer_id, t.product_id, DATE(o.date_placed), 1, t.order_id, 0, 0, "
-        "s.quantity - t.quantity, (s.quantity - t.quantity) * t.unit_price, NULL, NULL, NULL, "
-        "NULL FROM {stg}.stg_orderline s JOIN {db}.OrderLine t "
-        "ON t.order_id = s.order_id AND t.product_id = s.product_id "
-        "JOIN {db}.`Order` o ON o.order_id = t.order_id "
-        "JOIN {stg}.stg_order so ON so.order_id = s.order_id "
-        "WHERE t.quantity <> s.quantity AND " + _SAME_ORDER.format(a="so", b="o"),
+        "WHERE (t.order_id IS NULL OR t.quantity <> s.quantity) AND (o.order_id IS NULL OR "
+        + _SAME_ORDER.format(a="so", b="o") + ")",
         # orders added / removed
         "SELECT s.customer_id, NULL, DATE(s.date_placed), 1, s.order_id, 0, 1, 0, 0, NULL, NULL, "
         "s.date_placed, NULL FROM {stg}.stg_order s "
