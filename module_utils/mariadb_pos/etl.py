@@ -574,56 +574,65 @@ class Runner:
                          "d_lines", "d_orders", "d_quantity", "d_amount", "line_added_at",
                          "line_removed_at", "order_added_at", "order_removed_at")
     _SAME_ORDER = ("{a}.customer_id <=> {b}.customer_id AND {a}.date_placed <=> {b}.date_placed")
+    # (table, kinds of change of it in the diff that make the query worth running, query)
     MV_CHANGE_QUERIES = (
         # order lines removed (also those of removed orders)
-        "SELECT o.customer_id, t.product_id, DATE(o.date_placed), 1, t.order_id, -1, 0, "
-        "-t.quantity, -(t.quantity * t.unit_price), NULL, o.date_placed, NULL, NULL "
-        "FROM {db}.OrderLine t JOIN {db}.`Order` o ON o.order_id = t.order_id "
-        "LEFT JOIN {stg}.stg_orderline s "
-        "ON s.order_id = t.order_id AND s.product_id = t.product_id "
-        "LEFT JOIN {stg}.stg_order so ON so.order_id = t.order_id "
-        "WHERE s.order_id IS NULL AND (so.order_id IS NULL OR " + _SAME_ORDER.format(a="so", b="o")
-        + ")",
+        ("OrderLine", ("deleted",),
+         "SELECT o.customer_id, t.product_id, DATE(o.date_placed), 1, t.order_id, -1, 0, "
+         "-t.quantity, -(t.quantity * t.unit_price), NULL, o.date_placed, NULL, NULL "
+         "FROM {db}.OrderLine t JOIN {db}.`Order` o ON o.order_id = t.order_id "
+         "LEFT JOIN {stg}.stg_orderline s "
+         "ON s.order_id = t.order_id AND s.product_id = t.product_id "
+         "LEFT JOIN {stg}.stg_order so ON so.order_id = t.order_id "
+         "WHERE s.order_id IS NULL AND (so.order_id IS NULL OR " + _SAME_ORDER.format(a="so", b="o")
+         + ")"),
         # order lines added (also those of new orders) at the staged unit price, or with another
         # quantity at the stored one (KEPT_ON_UPDATE): one pass over the staged lines
-        "SELECT so.customer_id, s.product_id, DATE(so.date_placed), 1, s.order_id, "
-        "t.order_id IS NULL, 0, s.quantity - COALESCE(t.quantity, 0), IF(t.order_id IS NULL, "
-        "s.quantity * s.unit_price, (s.quantity - t.quantity) * t.unit_price), "
-        "IF(t.order_id IS NULL, so.date_placed, NULL), NULL, NULL, NULL "
-        "FROM {stg}.stg_orderline s JOIN {stg}.stg_order so ON so.order_id = s.order_id "
-        "LEFT JOIN {db}.OrderLine t ON t.order_id = s.order_id AND t.product_id = s.product_id "
-        "LEFT JOIN {db}.`Order` o ON o.order_id = s.order_id "
-        "WHERE (t.order_id IS NULL OR t.quantity <> s.quantity) AND (o.order_id IS NULL OR "
-        + _SAME_ORDER.format(a="so", b="o") + ")",
+        ("OrderLine", ("inserted", "updated"),
+         "SELECT so.customer_id, s.product_id, DATE(so.date_placed), 1, s.order_id, "
+         "t.order_id IS NULL, 0, s.quantity - COALESCE(t.quantity, 0), IF(t.order_id IS NULL, "
+         "s.quantity * s.unit_price, (s.quantity - t.quantity) * t.unit_price), "
+         "IF(t.order_id IS NULL, so.date_placed, NULL), NULL, NULL, NULL "
+         "FROM {stg}.stg_orderline s JOIN {stg}.stg_order so ON so.order_id = s.order_id "
+         "LEFT JOIN {db}.OrderLine t ON t.order_id = s.order_id AND t.product_id = s.product_id "
+         "LEFT JOIN {db}.`Order` o ON o.order_id = s.order_id "
+         "WHERE (t.order_id IS NULL OR t.quantity <> s.quantity) AND (o.order_id IS NULL OR "
+         + _SAME_ORDER.format(a="so", b="o") + ")"),
         # orders added / removed
-        "SELECT s.customer_id, NULL, DATE(s.date_placed), 1, s.order_id, 0, 1, 0, 0, NULL, NULL, "
-        "s.date_placed, NULL FROM {stg}.stg_order s "
-        "LEFT JOIN {db}.`Order` t ON t.order_id = s.order_id WHERE t.order_id IS NULL",
-        "SELECT t.customer_id, NULL, DATE(t.date_placed), 1, t.order_id, 0, -1, 0, 0, NULL, NULL, "
-        "NULL, t.date_placed FROM {db}.`Order` t "
-        "LEFT JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE s.order_id IS NULL",
+        ("Order", ("inserted",),
+         "SELECT s.customer_id, NULL, DATE(s.date_placed), 1, s.order_id, 0, 1, 0, 0, NULL, NULL, "
+         "s.date_placed, NULL FROM {stg}.stg_order s "
+         "LEFT JOIN {db}.`Order` t ON t.order_id = s.order_id WHERE t.order_id IS NULL"),
+        ("Order", ("deleted",),
+         "SELECT t.customer_id, NULL, DATE(t.date_placed), 1, t.order_id, 0, -1, 0, 0, NULL, NULL, "
+         "NULL, t.date_placed FROM {db}.`Order` t "
+         "LEFT JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE s.order_id IS NULL"),
         # orders moved to another customer or date: both keys recomputed
-        "SELECT DISTINCT k.c, NULL, k.d, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL FROM ("
-        "SELECT t.customer_id AS c, DATE(t.date_placed) AS d FROM {db}.`Order` t "
-        "JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE NOT ("
-        + _SAME_ORDER.format(a="s", b="t") + ") UNION "
-        "SELECT s.customer_id, DATE(s.date_placed) FROM {db}.`Order` t "
-        "JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE NOT ("
-        + _SAME_ORDER.format(a="s", b="t") + ")) k",
+        ("Order", ("updated",),
+         "SELECT DISTINCT k.c, NULL, k.d, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL FROM ("
+         "SELECT t.customer_id AS c, DATE(t.date_placed) AS d FROM {db}.`Order` t "
+         "JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE NOT ("
+         + _SAME_ORDER.format(a="s", b="t") + ") UNION "
+         "SELECT s.customer_id, DATE(s.date_placed) FROM {db}.`Order` t "
+         "JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE NOT ("
+         + _SAME_ORDER.format(a="s", b="t") + ")) k"),
         # customers added, removed, or with another name or e-mail (the views' columns)
-        "SELECT s.customer_id, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
-        "FROM {stg}.stg_customer s LEFT JOIN {db}.Customer t ON t.customer_id = s.customer_id "
-        "WHERE t.customer_id IS NULL OR NOT ("
-        "CAST(t.first_name AS BINARY) <=> CAST(s.first_name AS BINARY) AND "
-        "CAST(t.last_name AS BINARY) <=> CAST(s.last_name AS BINARY) AND "
-        "CAST(t.email AS BINARY) <=> CAST(s.email AS BINARY))",
-        "SELECT t.customer_id, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
-        "FROM {db}.Customer t LEFT JOIN {stg}.stg_customer s ON s.customer_id = t.customer_id "
-        "WHERE s.customer_id IS NULL",
+        ("Customer", ("inserted", "updated"),
+         "SELECT s.customer_id, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
+         "FROM {stg}.stg_customer s LEFT JOIN {db}.Customer t ON t.customer_id = s.customer_id "
+         "WHERE t.customer_id IS NULL OR NOT ("
+         "CAST(t.first_name AS BINARY) <=> CAST(s.first_name AS BINARY) AND "
+         "CAST(t.last_name AS BINARY) <=> CAST(s.last_name AS BINARY) AND "
+         "CAST(t.email AS BINARY) <=> CAST(s.email AS BINARY))"),
+        ("Customer", ("deleted",),
+         "SELECT t.customer_id, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
+         "FROM {db}.Customer t LEFT JOIN {stg}.stg_customer s ON s.customer_id = t.customer_id "
+         "WHERE s.customer_id IS NULL"),
         # products renamed
-        "SELECT NULL, t.product_id, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
-        "FROM {db}.Product t JOIN {stg}.stg_product s ON s.product_id = t.product_id "
-        "WHERE NOT (CAST(t.name AS BINARY) <=> CAST(s.name AS BINARY))",
+        ("Product", ("updated",),
+         "SELECT NULL, t.product_id, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
+         "FROM {db}.Product t JOIN {stg}.stg_product s ON s.product_id = t.product_id "
+         "WHERE NOT (CAST(t.name AS BINARY) <=> CAST(s.name AS BINARY))"),
     )
     # A reload changing more than this share of the order lines and orders is refreshed in full:
     # the incremental refresh costs about the same per changed row as a full one per row.
@@ -641,7 +650,7 @@ class Runner:
                    for t in ("Order", "OrderLine"))
         return changed <= self.MV_INCREMENTAL_MAX_SHARE * rows
 
-    def mv_changes(self) -> int | None:
+    def mv_changes(self, changes: dict) -> int | None:
         """Collect the reload's ChangeLog rows (MV_CHANGE_QUERIES) in the temporary table
         {stg}.stg_mv_change, before the apply changes anything; their number, or None when the
         materialized views need a full refresh (more keys to recompute than
@@ -653,8 +662,9 @@ class Runner:
         # The ChangeLog's own column types (a CREATE TEMPORARY TABLE does not commit).
         self.sql(f"CREATE TEMPORARY TABLE {{stg}}.stg_mv_change ENGINE=InnoDB "
                  f"SELECT {columns} FROM {{db}}.ChangeLog LIMIT 0")
-        for query in self.MV_CHANGE_QUERIES:
-            self.sql(f"INSERT INTO {{stg}}.stg_mv_change ({columns}) " + query)
+        for table, kinds, query in self.MV_CHANGE_QUERIES:
+            if any(changes[table][kind] for kind in kinds):
+                self.sql(f"INSERT INTO {{stg}}.stg_mv_change ({columns}) " + query)
         count, keys = self.sql("SELECT COUNT(*), COALESCE(SUM(delta = 0), 0) "
                                "FROM {stg}.stg_mv_change").fetchone()
         self.phase("mv_changes", int(count), started)
@@ -742,7 +752,7 @@ class Runner:
                 self.sql("SET SESSION foreign_key_checks = 1, unique_checks = 1")
             else:
                 if mv_incremental:  # read before anything changes
-                    mv_changes = self.mv_changes()
+                    mv_changes = self.mv_changes(changes)
                 for table in ("OrderLine", "Order"):
                     self._delete_stale(table, changes)
                 for table in ("City", "Product", "Customer", "Order", "OrderLine"):
@@ -845,7 +855,7 @@ class Runner:
                     mv_incremental = self.mv_incremental(changes)
                 run_id = None
                 if self.check_mode:
-                    mv_keys = self.mv_changes() if mv_incremental else None
+                    mv_keys = self.mv_changes(changes) if mv_incremental else None
                 else:
                     run_id, mv_keys = self.apply(data, changes, tsv, workdir, direct=direct,
                                                  mv_incremental=mv_incremental,
