@@ -165,29 +165,40 @@ def _record(cursor, target, mode, rows):
 
 def _deferred_indexes(cursor, target):
     """[(quoted name, column list)] of the table's plain secondary indexes (non-unique B-trees
-    without comment), in their order: the full build adds them to the filled shadow table, one
-    sorted build each, instead of a random insert per row and index (measured at 1,000,000
-    order lines: ProductBuyersMV 9.6 s + 2.0 s instead of 17.5 s, docs/etl.md)."""
+    without comment, named by the project's identifier rule), in their order: the full build
+    adds them to the filled shadow table, one sorted build each, instead of a random insert per
+    row and index (measured at 1,000,000 order lines: ProductBuyersMV 9.6 s + 2.0 s instead of
+    17.5 s, docs/etl.md). Any other index stays in the shadow table while it is filled."""
     cursor.execute("SELECT INDEX_NAME, COLUMN_NAME, SUB_PART, COLLATION, NON_UNIQUE, "
                    "INDEX_TYPE, INDEX_COMMENT, IGNORED FROM information_schema.STATISTICS "
                    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (target.database, target.table))
-    # The server lists the indexes in the table's order, each by SEQ_IN_INDEX; the shadow's
-    # definition is compared with the table's afterwards (_check_same_definition).
-    indexes = {}
-    skipped = set()
+    # The server lists the indexes in the table's order (the order SHOW CREATE TABLE shows),
+    # each by SEQ_IN_INDEX. Indexes added back come last: only the trailing run of deferrable
+    # ones keeps that order. The shadow's definition is compared with the table's afterwards.
+    indexes = {}  # name -> column parts, or None when the index stays in place
     for name, column, sub_part, collation, non_unique, kind, comment, ignored in (
             cursor.fetchall()):
-        if not (non_unique and kind == "BTREE" and not comment and ignored == "NO"):
-            skipped.add(name)
+        try:
+            part = quote(column, "column name")
+            quote(name, "index name")
+        except ViewRefreshError:
+            part = None
+        if part is None or not (non_unique and kind == "BTREE" and not comment
+                                and ignored == "NO"):
+            indexes[name] = None
             continue
-        part = quote(column, "column name")
         if sub_part:
             part += "(%d)" % int(sub_part)
         if collation == "D":
             part += " DESC"
-        indexes.setdefault(name, []).append(part)
-    return [(quote(name, "index name"), ", ".join(parts))
-            for name, parts in indexes.items() if name not in skipped]
+        if name not in indexes or indexes[name] is not None:
+            indexes.setdefault(name, []).append(part)
+    deferred = []
+    for name, parts in reversed(indexes.items()):
+        if parts is None:
+            break
+        deferred.insert(0, (quote(name, "index name"), ", ".join(parts)))
+    return deferred
 
 
 def _check_same_definition(cursor, target):
