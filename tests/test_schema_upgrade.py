@@ -2,7 +2,8 @@
 are kept in tests/data/schema_release_1) upgrades to
 the current layout (numbered migrations + definitions/ + the materialized-view registry) through
 roles/pos_schema: every view, routine, trigger, event and table keeps its exact definition (the
-dead log_order_change is dropped), the rows stay, and the next run reports changed=0."""
+dead log_order_change is dropped; the definitions changed on purpose since, CHANGED_SINCE_RELEASE_1,
+become the fresh install's), the rows stay, and the next run reports changed=0."""
 
 from __future__ import annotations
 
