@@ -25,6 +25,10 @@ Generates the four files (tests/support/pos_csv_generator.py), starts a throw-aw
 * reload_other_files -- the ETL with another data set (seed + 1: nearly every row changes),
                 then the refresh it advises (full: more keys than mv_incremental_max_keys).
 
+For the load/reload and the refresh after it the report also gives the CPU seconds of this process
+(the ETL and the refresh run in it) and of the server: on cores shared with other jobs the
+wall-clock times swing far more than these.
+
 ``--etl-only`` skips the plain loaders (for before/after comparisons of the ETL alone).
 
 executemany and to_sql only load (no cleaning); pandas and SQLAlchemy come from
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -91,13 +96,22 @@ def relaxed(conn) -> None:
         cursor.execute("SET @pos_bulk_load = 1")
 
 
-def bench_etl(server, data: Path, name: str) -> tuple[float, dict]:
+def cpu_seconds(server) -> float:
+    """CPU seconds spent so far by this process (the ETL and the refresh run in it) and the
+    server: other jobs on the shared cores stretch wall-clock times far more than these."""
+    with open(f"/proc/{server.process.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return time.process_time() + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_etl(server, data: Path, name: str) -> tuple[float, dict, float]:
     fresh(server, name, True)
     params = dict(data_dir=str(data), database=name, etl_database=name + "_etl",
                   login_unix_socket=server.socket)
+    cpu = cpu_seconds(server)
     started = time.perf_counter()
     result = run_etl(params)
-    return time.perf_counter() - started, result
+    return time.perf_counter() - started, result, cpu_seconds(server) - cpu
 
 
 def bench_raw(server, data: Path, name: str, full_schema: bool = True) -> float:
@@ -195,17 +209,28 @@ def bench_to_sql(server, data: Path, name: str) -> float | None:
     return elapsed
 
 
-def refresh_all(server, database: str, mode: str) -> float:
-    """Refresh every registered materialized view; seconds."""
+def refresh_all(server, database: str, mode: str) -> tuple[float, dict, float]:
+    """Refresh every registered materialized view: seconds in all, {table: seconds}, and the
+    CPU seconds of this process and the server."""
     conn = server.connect()
     try:
-        tables = [entry["table"] for entry in REGISTRY]
-        started = time.perf_counter()
-        for table in tables:
-            refresh(conn, database, table, mode=mode)
-        return time.perf_counter() - started
+        per_view = {}
+        cpu = cpu_seconds(server)
+        for entry in REGISTRY:
+            started = time.perf_counter()
+            refresh(conn, database, entry["table"], mode=mode)
+            per_view[entry["table"]] = round(time.perf_counter() - started, 2)
+        return sum(per_view.values()), per_view, cpu_seconds(server) - cpu
     finally:
         conn.close()
+
+
+def timed_etl(server, params: dict) -> tuple[float, dict, float]:
+    """One ETL run: seconds, result, CPU seconds of this process and the server."""
+    cpu = cpu_seconds(server)
+    started = time.perf_counter()
+    result = run_etl(params)
+    return time.perf_counter() - started, result, cpu_seconds(server) - cpu
 
 
 def partial_copy(data: Path, out: Path) -> Path:
@@ -241,22 +266,22 @@ def main() -> None:
     read = sum(f["read"] for f in manifest["files"].values())
     with MariaDBInstance() as server:
         binlog_before = binlog_bytes(server)
-        etl_seconds, result = bench_etl(server, data, "bench_etl")
+        etl_seconds, result, etl_cpu = bench_etl(server, data, "bench_etl")
         first_binlog = binlog_bytes(server) - binlog_before
         started = time.perf_counter()
         rerun = run_etl(dict(data_dir=str(data), database="bench_etl",
                              etl_database="bench_etl_etl", login_unix_socket=server.socket))
         noop = time.perf_counter() - started
         assert not rerun["changed"]
-        mv_first = refresh_all(server, "bench_etl", "full")
+        mv_first, mv_first_views, mv_first_cpu = refresh_all(server, "bench_etl", "full")
         params = dict(data_dir=str(partial_copy(data, workdir / "partial")),
                       database="bench_etl", etl_database="bench_etl_etl",
                       login_unix_socket=server.socket)
-        started = time.perf_counter()
-        partial = run_etl(params)
-        partial_seconds = time.perf_counter() - started
-        mv_partial = refresh_all(server, "bench_etl", partial["mv_refresh"])
-        mv_partial_full = refresh_all(server, "bench_etl", "full")
+        partial_seconds, partial, partial_cpu = timed_etl(server, params)
+        mv_partial, mv_partial_views, mv_partial_cpu = refresh_all(server, "bench_etl",
+                                                                   partial["mv_refresh"])
+        mv_partial_full, mv_partial_full_views, mv_partial_full_cpu = refresh_all(
+            server, "bench_etl", "full")
         other = workdir / "other"
         generate(other, args.orderlines, args.seed + 1)
         params = dict(data_dir=str(other), database="bench_etl", etl_database="bench_etl_etl",
@@ -266,12 +291,11 @@ def main() -> None:
         preview = run_etl(params, check_mode=True)
         check_changed = time.perf_counter() - started
         binlog_before = binlog_bytes(server)
-        started = time.perf_counter()
-        reload = run_etl(params)
-        reload_seconds = time.perf_counter() - started
+        reload_seconds, reload, reload_cpu = timed_etl(server, params)
         reload_binlog = binlog_bytes(server) - binlog_before
         assert preview["tables"] == reload["tables"]
-        mv_reload = refresh_all(server, "bench_etl", reload["mv_refresh"])
+        mv_reload, mv_reload_views, mv_reload_cpu = refresh_all(server, "bench_etl",
+                                                                reload["mv_refresh"])
         raw = raw_base = many = to_sql = None
         if not args.etl_only:
             raw = bench_raw(server, data, "bench_raw")
@@ -293,14 +317,28 @@ def main() -> None:
                      reload_other_files=round(reload_seconds, 2),
                      partial_reload=round(partial_seconds, 2)),
         mv_refresh=dict(
-            after_first_load=dict(mode="full", seconds=round(mv_first, 2)),
+            after_first_load=dict(mode="full", seconds=round(mv_first, 2),
+                                  per_view=mv_first_views,
+                                  over_load=ratio(mv_first, etl_seconds),
+                                  cpu_seconds=round(mv_first_cpu, 2),
+                                  load_cpu_seconds=round(etl_cpu, 2),
+                                  cpu_over_load=ratio(mv_first_cpu, etl_cpu)),
             after_partial_reload=dict(mode=partial["mv_refresh"], keys=partial["mv_keys"],
-                                      seconds=round(mv_partial, 2),
+                                      seconds=round(mv_partial, 2), per_view=mv_partial_views,
                                       full_seconds=round(mv_partial_full, 2),
-                                      over_reload=ratio(mv_partial, partial_seconds)),
+                                      full_per_view=mv_partial_full_views,
+                                      over_reload=ratio(mv_partial, partial_seconds),
+                                      cpu_seconds=round(mv_partial_cpu, 2),
+                                      full_cpu_seconds=round(mv_partial_full_cpu, 2),
+                                      reload_cpu_seconds=round(partial_cpu, 2),
+                                      cpu_over_reload=ratio(mv_partial_cpu, partial_cpu)),
             after_reload_other_files=dict(mode=reload["mv_refresh"],
                                           seconds=round(mv_reload, 2),
-                                          over_reload=ratio(mv_reload, reload_seconds))),
+                                          per_view=mv_reload_views,
+                                          over_reload=ratio(mv_reload, reload_seconds),
+                                          cpu_seconds=round(mv_reload_cpu, 2),
+                                          reload_cpu_seconds=round(reload_cpu, 2),
+                                          cpu_over_reload=ratio(mv_reload_cpu, reload_cpu))),
         partial_reload=dict(tables=partial["tables"], phases=partial["phases"]),
         reload=dict(binlog_mb=round(reload_binlog / 1e6, 1), tables=reload["tables"],
                     phases=reload["phases"]),

@@ -23,8 +23,11 @@ description:
   - The session sets C(@pos_bulk_load = 1) so the schema's data triggers do nothing; the module
     fills C(OrderLine.unit_price) from the product's price (an existing order line keeps the
     price it was loaded with), keeps the file's quantity on hand, writes one C(PriceHistory) row
-    per price change, and logs the keys it changed in C(ChangeLog) (RV(mv_refresh) says whether
-    an incremental or a full refresh of the materialized views brings them up to date).
+    per price change, and logs its changes in C(ChangeLog) as the triggers do (the signed
+    contribution of each order line and order added, removed or changed; the keys to recompute
+    of customers added, removed or renamed, products renamed, orders moved to another customer
+    or day). RV(mv_refresh) says whether an incremental or a full refresh of the materialized
+    views brings them up to date.
   - A malformed line is rejected on its own (an unterminated quote never swallows the next
     lines); a rejected line whose id was loaded before keeps the stored row (O(delete_rejected));
     a reload that would delete more than O(max_delete_percent) of a table fails and writes
@@ -82,8 +85,10 @@ options:
     default: false
   mv_incremental_max_keys:
     description:
-      - Up to this many changed keys (customer, product, day) are logged in C(ChangeLog) for an
-        incremental refresh of the materialized views; beyond it RV(mv_refresh) is C(full).
+      - Up to this many keys to recompute (customers added, removed or renamed, products
+        renamed, orders moved to another customer or day) a reload is logged in C(ChangeLog)
+        for an incremental refresh of the materialized views; beyond it, or when more than
+        10 % of the order lines and orders changed, RV(mv_refresh) is C(full).
     type: int
     default: 2000
 attributes:
@@ -141,14 +146,15 @@ kept:
   sample: {"Customer": 1}
 mv_refresh:
   description: How to bring the materialized views up to date after this run. C(none) nothing
-    changed; C(incremental) the changed keys are in C(ChangeLog); C(full) a first load, more
-    keys than O(mv_incremental_max_keys), or a schema without C(ChangeLog).
+    changed; C(incremental) the changes are in C(ChangeLog); C(full) a first load, more keys to
+    recompute than O(mv_incremental_max_keys), more than 10 % of the order lines and orders
+    changed, or a schema without the delta C(ChangeLog).
   returned: always
   type: str
   sample: incremental
 mv_keys:
-  description: Number of changed keys logged in C(ChangeLog) (0 unless RV(mv_refresh) is
-    C(incremental)).
+  description: Number of C(ChangeLog) rows logged per materialized view (contributions and keys
+    to recompute; 0 unless RV(mv_refresh) is C(incremental)).
   returned: always
   type: int
 phases:

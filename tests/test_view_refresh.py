@@ -48,7 +48,10 @@ def do_refresh(mariadb_server, table, **kwargs):
 @pytest.mark.parametrize("table", sorted(MATERIALIZED_VIEWS))
 def test_full_refresh_equals_a_fresh_select_and_is_idempotent(server_db, table):
     server, conn = server_db
+    definition = rows(conn, f"SHOW CREATE TABLE {table}")
     first = do_refresh(server, table, mode="full")
+    # the shadow table got its secondary indexes back before it was swapped in
+    assert rows(conn, f"SHOW CREATE TABLE {table}") == definition
     assert first["mode"] == "full" and first["rows"] > 0 and first["duration"] >= 0
     assert_equal_to_view(conn, table)
     again = do_refresh(server, table, mode="full")
@@ -58,6 +61,30 @@ def test_full_refresh_equals_a_fresh_select_and_is_idempotent(server_db, table):
     assert scalar(conn, "SELECT COUNT(*) FROM ChangeLog WHERE mv_table = %s", (table,)) == 0
     assert rows(conn, "SELECT last_refresh_mode, row_count FROM MaterializedView "
                       "WHERE mv_table = %s", (table,)) == [("full", first["rows"])]
+
+
+def test_full_refresh_keeps_every_index_of_the_table(server_db):
+    """The full build adds the plain secondary indexes after filling the shadow table: prefix,
+    descending and multi-column ones come back exactly; a unique one, and one whose name the
+    project's identifier rule refuses, stay throughout."""
+    server, conn = server_db
+    table = "CustomerPurchasesMV"
+    with conn.cursor() as cur:
+        # extra_idx comes last: it is the one left out of the shadow table and added back
+        cur.execute(f"ALTER TABLE {table} ADD INDEX `extra-dash` (first_name), "
+                    "ADD INDEX extra_idx (last_name(10), total_spent DESC, first_name), "
+                    "ADD UNIQUE INDEX extra_uq (customer_id, email)")
+    try:
+        definition = rows(conn, f"SHOW CREATE TABLE {table}")
+        with conn.cursor() as cur:  # a real difference, so the shadow is swapped in
+            cur.execute(f"UPDATE {table} SET total_spent = total_spent + 1 LIMIT 1")
+        assert do_refresh(server, table, mode="full")["changed"] is True
+        assert rows(conn, f"SHOW CREATE TABLE {table}") == definition
+        assert_equal_to_view(conn, table)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE {table} DROP INDEX extra_idx, DROP INDEX extra_uq, "
+                        "DROP INDEX `extra-dash`")
 
 
 def test_check_mode_reports_the_change_and_writes_nothing(server_db):

@@ -21,14 +21,14 @@ Phases (timings and rows/s in the result's ``phases``), one method of :class:`Ru
    ``<etl_database>.stg_*`` (created LIKE the final tables), plus the kept rows.
    Temporary tables are private to the run's connection -- two runs never collide -- vanish
    with the connection if the run is killed, and are not written to the ROW-format binlog.
-4. diff       -- per table: rows to insert, update (byte-wise comparison) and delete; the keys
-   of the materialized views these changes touch.
+4. diff       -- per table: rows to insert, update (byte-wise comparison) and delete.
 5. guard      -- a reload that would delete more than ``max_delete_percent`` of any table's rows
    fails naming the file, the table and the count; nothing is written.
 6. apply      -- ONE transaction: delete what vanished from the files, record price changes in
    PriceHistory, update what changed (an order line keeps the unit price it was loaded with),
-   insert what is new, log the touched keys in ChangeLog for the incremental refresh of the
-   materialized views, record the run, its files and rejects in the audit tables, commit.
+   insert what is new, log the changes in ChangeLog for the incremental refresh of the
+   materialized views (signed contributions, as the triggers log them; read first), record
+   the run, its files and rejects in the audit tables, commit.
    A run killed anywhere leaves the previous data and audit intact (InnoDB rolls the
    transaction back); the next run sees the old fingerprint and redoes the load.
 7. analyze    -- ANALYZE TABLE of the tables the load filled or largely rewrote (fresh optimizer
@@ -361,7 +361,10 @@ class Runner:
         if missing:
             raise EtlError(f"database {self.db} lacks the POS tables {', '.join(missing)}: "
                            "apply files/sql first (role pos_schema)")
-        self.has_changelog = {"ChangeLog", "MaterializedView"} <= present
+        # The delta ChangeLog (migration 008): the reload logs signed contributions.
+        self.has_changelog = {"ChangeLog", "MaterializedView"} <= present and bool(self.scalar(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+            "TABLE_NAME = 'ChangeLog' AND COLUMN_NAME = 'delta'", (self.db,)))
         # The default database: a multi-table DELETE resolves its aliases against it.
         self.sql("USE {db}")
 
@@ -560,72 +563,112 @@ class Runner:
         self.phase("diff", sum(r["rows_after"] for r in result.values()), started)
         return result
 
-    # Keys of the materialized views (the ChangeLog's key columns) a reload touches: old and
-    # new (customer, day) of changed orders, (customer, product, day) of changed order lines,
-    # changed customers, renamed products. Read before the apply changes anything.
-    MV_KEY_QUERIES = (
-        # order lines new or with another quantity: the (new) order's customer and day
-        "SELECT o.customer_id AS c, s.product_id AS p, DATE(o.date_placed) AS d "
-        "FROM {stg}.stg_orderline s JOIN {stg}.stg_order o ON o.order_id = s.order_id "
-        "LEFT JOIN {db}.OrderLine t ON t.order_id = s.order_id AND t.product_id = s.product_id "
-        "WHERE t.order_id IS NULL OR t.quantity <> s.quantity",
-        # order lines removed: the stored order's customer and day
-        "SELECT o.customer_id AS c, t.product_id AS p, DATE(o.date_placed) AS d "
-        "FROM {db}.OrderLine t JOIN {db}.`Order` o ON o.order_id = t.order_id "
-        "LEFT JOIN {stg}.stg_orderline s "
-        "ON t.order_id = s.order_id AND t.product_id = s.product_id WHERE s.order_id IS NULL",
-        # orders new or changed: their new customer and day ...
-        "SELECT s.customer_id AS c, NULL AS p, DATE(s.date_placed) AS d FROM {stg}.stg_order s "
-        "LEFT JOIN {db}.`Order` t ON t.order_id = s.order_id WHERE t.order_id IS NULL OR "
-        "NOT (t.customer_id <=> s.customer_id AND t.date_placed <=> s.date_placed AND "
-        "t.date_shipped <=> s.date_shipped)",
-        # ... and the stored customer and day of orders changed or removed
-        "SELECT t.customer_id AS c, NULL AS p, DATE(t.date_placed) AS d FROM {db}.`Order` t "
-        "LEFT JOIN {stg}.stg_order s ON t.order_id = s.order_id WHERE s.order_id IS NULL OR "
-        "NOT (t.customer_id <=> s.customer_id AND t.date_placed <=> s.date_placed AND "
-        "t.date_shipped <=> s.date_shipped)",
-        # customers new, changed or removed
-        "SELECT s.customer_id AS c, NULL AS p, NULL AS d FROM {stg}.stg_customer s "
-        "LEFT JOIN {db}.Customer t ON t.customer_id = s.customer_id "
-        "WHERE t.customer_id IS NULL OR ({customer_differs})",
-        "SELECT t.customer_id AS c, NULL AS p, NULL AS d FROM {db}.Customer t "
-        "LEFT JOIN {stg}.stg_customer s ON t.customer_id = s.customer_id "
-        "WHERE s.customer_id IS NULL",
+    # The ChangeLog rows of a reload, as the triggers (files/sql/definitions/triggers.sql) would
+    # have written them for the same changes, computed from the stored rows (t, o: their order)
+    # and the staged ones (s, so: their order). Signed contributions (delta = 1) for order lines
+    # added, removed or with another quantity (a line keeps its unit price) and orders added or
+    # removed; keys to recompute (delta = 0) where a contribution cannot say it: orders moved to
+    # another customer or date (their lines are then covered by those keys), customers added,
+    # removed or renamed (name, e-mail), products renamed.
+    MV_CHANGE_COLUMNS = ("customer_id", "product_id", "sale_date", "delta", "order_id",
+                         "d_lines", "d_orders", "d_quantity", "d_amount", "line_added_at",
+                         "line_removed_at", "order_added_at", "order_removed_at")
+    _SAME_ORDER = ("{a}.customer_id <=> {b}.customer_id AND {a}.date_placed <=> {b}.date_placed")
+    # (table, kinds of change of it in the diff that make the query worth running, query)
+    MV_CHANGE_QUERIES = (
+        # order lines removed (also those of removed orders)
+        ("OrderLine", ("deleted",),
+         "SELECT o.customer_id, t.product_id, DATE(o.date_placed), 1, t.order_id, -1, 0, "
+         "-t.quantity, -(t.quantity * t.unit_price), NULL, o.date_placed, NULL, NULL "
+         "FROM {db}.OrderLine t JOIN {db}.`Order` o ON o.order_id = t.order_id "
+         "LEFT JOIN {stg}.stg_orderline s "
+         "ON s.order_id = t.order_id AND s.product_id = t.product_id "
+         "LEFT JOIN {stg}.stg_order so ON so.order_id = t.order_id "
+         "WHERE s.order_id IS NULL AND (so.order_id IS NULL OR " + _SAME_ORDER.format(a="so", b="o")
+         + ")"),
+        # order lines added (also those of new orders) at the staged unit price, or with another
+        # quantity at the stored one (KEPT_ON_UPDATE): one pass over the staged lines
+        ("OrderLine", ("inserted", "updated"),
+         "SELECT so.customer_id, s.product_id, DATE(so.date_placed), 1, s.order_id, "
+         "t.order_id IS NULL, 0, s.quantity - COALESCE(t.quantity, 0), IF(t.order_id IS NULL, "
+         "s.quantity * s.unit_price, (s.quantity - t.quantity) * t.unit_price), "
+         "IF(t.order_id IS NULL, so.date_placed, NULL), NULL, NULL, NULL "
+         "FROM {stg}.stg_orderline s JOIN {stg}.stg_order so ON so.order_id = s.order_id "
+         "LEFT JOIN {db}.OrderLine t ON t.order_id = s.order_id AND t.product_id = s.product_id "
+         "LEFT JOIN {db}.`Order` o ON o.order_id = s.order_id "
+         "WHERE (t.order_id IS NULL OR t.quantity <> s.quantity) AND (o.order_id IS NULL OR "
+         + _SAME_ORDER.format(a="so", b="o") + ")"),
+        # orders added / removed
+        ("Order", ("inserted",),
+         "SELECT s.customer_id, NULL, DATE(s.date_placed), 1, s.order_id, 0, 1, 0, 0, NULL, NULL, "
+         "s.date_placed, NULL FROM {stg}.stg_order s "
+         "LEFT JOIN {db}.`Order` t ON t.order_id = s.order_id WHERE t.order_id IS NULL"),
+        ("Order", ("deleted",),
+         "SELECT t.customer_id, NULL, DATE(t.date_placed), 1, t.order_id, 0, -1, 0, 0, NULL, NULL, "
+         "NULL, t.date_placed FROM {db}.`Order` t "
+         "LEFT JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE s.order_id IS NULL"),
+        # orders moved to another customer or date: both keys recomputed
+        ("Order", ("updated",),
+         "SELECT DISTINCT k.c, NULL, k.d, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL FROM ("
+         "SELECT t.customer_id AS c, DATE(t.date_placed) AS d FROM {db}.`Order` t "
+         "JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE NOT ("
+         + _SAME_ORDER.format(a="s", b="t") + ") UNION "
+         "SELECT s.customer_id, DATE(s.date_placed) FROM {db}.`Order` t "
+         "JOIN {stg}.stg_order s ON s.order_id = t.order_id WHERE NOT ("
+         + _SAME_ORDER.format(a="s", b="t") + ")) k"),
+        # customers added, removed, or with another name or e-mail (the views' columns)
+        ("Customer", ("inserted", "updated"),
+         "SELECT s.customer_id, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
+         "FROM {stg}.stg_customer s LEFT JOIN {db}.Customer t ON t.customer_id = s.customer_id "
+         "WHERE t.customer_id IS NULL OR NOT ("
+         "CAST(t.first_name AS BINARY) <=> CAST(s.first_name AS BINARY) AND "
+         "CAST(t.last_name AS BINARY) <=> CAST(s.last_name AS BINARY) AND "
+         "CAST(t.email AS BINARY) <=> CAST(s.email AS BINARY))"),
+        ("Customer", ("deleted",),
+         "SELECT t.customer_id, NULL, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
+         "FROM {db}.Customer t LEFT JOIN {stg}.stg_customer s ON s.customer_id = t.customer_id "
+         "WHERE s.customer_id IS NULL"),
         # products renamed
-        "SELECT NULL AS c, t.product_id AS p, NULL AS d FROM {db}.Product t "
-        "JOIN {stg}.stg_product s ON t.product_id = s.product_id "
-        "WHERE NOT (CAST(t.name AS BINARY) <=> CAST(s.name AS BINARY))",
+        ("Product", ("updated",),
+         "SELECT NULL, t.product_id, NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL "
+         "FROM {db}.Product t JOIN {stg}.stg_product s ON s.product_id = t.product_id "
+         "WHERE NOT (CAST(t.name AS BINARY) <=> CAST(s.name AS BINARY))"),
     )
-    _NO_DATE = "1000-01-01"  # stands for NULL in stg_mv_key (a primary key holds no NULL)
+    # A reload changing more than this share of the order lines and orders is refreshed in full:
+    # the incremental refresh costs about the same per changed row as a full one per row.
+    MV_INCREMENTAL_MAX_SHARE = 0.1
 
-    def mv_keys(self, changes: dict) -> int | None:
-        """Collect the touched keys in the temporary table {stg}.stg_mv_key; their number, or
-        None when the materialized views need a full refresh (more keys than
-        mv_incremental_max_keys, or a schema without ChangeLog)."""
+    def mv_incremental(self, changes: dict) -> bool:
+        """Whether the reload's changes can be logged for an incremental refresh at all: a
+        schema with the delta ChangeLog, and not more than MV_INCREMENTAL_MAX_SHARE of the
+        order lines and orders changed (no need to collect them then)."""
         if not self.has_changelog:
-            return None
-        lines = changes["OrderLine"]
-        if lines["inserted"] + lines["updated"] + lines["deleted"] > 2 * self.mv_max_keys:
-            return None  # nearly one key per changed line: no need to count them
+            return False
+        changed = sum(changes[t][k] for t in ("Order", "OrderLine")
+                      for k in ("inserted", "updated", "deleted"))
+        rows = sum(max(changes[t]["rows_before"], changes[t]["rows_after"])
+                   for t in ("Order", "OrderLine"))
+        return changed <= self.MV_INCREMENTAL_MAX_SHARE * rows
+
+    def mv_changes(self, changes: dict) -> int | None:
+        """Collect the reload's ChangeLog rows (MV_CHANGE_QUERIES) in the temporary table
+        {stg}.stg_mv_change, before the apply changes anything; their number, or None when the
+        materialized views need a full refresh (more keys to recompute than
+        mv_incremental_max_keys). In the apply transaction the reads of the stored rows lock
+        them (REPEATABLE READ), so the contributions are those of the rows the apply changes."""
         started = time.monotonic()
-        self.sql("DROP TEMPORARY TABLE IF EXISTS {stg}.stg_mv_key")
-        self.sql("CREATE TEMPORARY TABLE {stg}.stg_mv_key (customer_id INT UNSIGNED NOT NULL, "
-                 "product_id INT UNSIGNED NOT NULL, sale_date DATE NOT NULL, "
-                 "PRIMARY KEY (customer_id, product_id, sale_date)) ENGINE=InnoDB")
-        customer = _spec("Customer")
-        customer_differs = _differs("Customer", customer[2], customer[3])
-        count = 0
-        for query in self.MV_KEY_QUERIES:
-            self.sql("INSERT IGNORE INTO {stg}.stg_mv_key (customer_id, product_id, sale_date) "
-                     "SELECT COALESCE(k.c, 0), COALESCE(k.p, 0), COALESCE(k.d, %s) FROM ("
-                     + query.replace("{customer_differs}", customer_differs)
-                     + ") k LIMIT %s", (self._NO_DATE, self.mv_max_keys + 1))
-            count += self.cursor.rowcount
-            if count > self.mv_max_keys:
-                self.phase("mv_keys", count, started)
-                return None
-        self.phase("mv_keys", count, started)
-        return count
+        columns = ", ".join(self.MV_CHANGE_COLUMNS)
+        self.sql("DROP TEMPORARY TABLE IF EXISTS {stg}.stg_mv_change")
+        # The ChangeLog's own column types (a CREATE TEMPORARY TABLE does not commit).
+        self.sql(f"CREATE TEMPORARY TABLE {{stg}}.stg_mv_change ENGINE=InnoDB "
+                 f"SELECT {columns} FROM {{db}}.ChangeLog LIMIT 0")
+        for table, kinds, query in self.MV_CHANGE_QUERIES:
+            if any(changes[table][kind] for kind in kinds):
+                self.sql(f"INSERT INTO {{stg}}.stg_mv_change ({columns}) " + query)
+        count, keys = self.sql("SELECT COUNT(*), COALESCE(SUM(delta = 0), 0) "
+                               "FROM {stg}.stg_mv_change").fetchone()
+        self.phase("mv_changes", int(count), started)
+        return int(count) if keys <= self.mv_max_keys else None
 
     def guard(self, changes: dict) -> None:
         """Refuse a reload that deletes more than max_delete_percent of any table."""
@@ -678,10 +721,11 @@ class Runner:
                                 f"FROM {source} s LEFT JOIN {target} t ON {_join(pk)} "
                                 f"WHERE t.`{pk[0]}` IS NULL")
 
-    def apply(self, data, changes, tsv, workdir, *, direct: bool, mv_keys: int | None,
-              started_wall: float) -> int:
-        """One transaction: final tables, ChangeLog keys, audit run, files and rejects -- or
-        nothing.
+    def apply(self, data, changes, tsv, workdir, *, direct: bool, mv_incremental: bool,
+              started_wall: float) -> tuple[int, int | None]:
+        """One transaction: final tables, ChangeLog rows, audit run, files and rejects -- or
+        nothing. Returns the run id and the number of ChangeLog rows logged per materialized
+        view (None: the views need a full refresh).
 
         ``direct``: the final tables are empty (first load), so the cleaned files are loaded
         straight into them; otherwise the staged difference is applied: children's stale rows
@@ -691,6 +735,7 @@ class Runner:
         started = time.monotonic()
         rejects = [(stats.name, line, raw, reason) for stats in data.stats.values()
                    for line, raw, reason in stats.rejects]
+        mv_changes = None
         self.conn.begin()
         try:
             if direct:
@@ -706,20 +751,21 @@ class Runner:
                                   f"table {table}")
                 self.sql("SET SESSION foreign_key_checks = 1, unique_checks = 1")
             else:
+                if mv_incremental:  # read before anything changes
+                    mv_changes = self.mv_changes(changes)
                 for table in ("OrderLine", "Order"):
                     self._delete_stale(table, changes)
                 for table in ("City", "Product", "Customer", "Order", "OrderLine"):
                     self._upsert(table, changes)
                 for table in ("Customer", "Product", "City"):
                     self._delete_stale(table, changes)
-                if mv_keys:
-                    # delta = 0 (the column default): "recompute this key" for every
-                    # registered materialized view
-                    self.sql("INSERT INTO {db}.ChangeLog (mv_table, customer_id, product_id, "
-                             "sale_date) SELECT m.mv_table, NULLIF(k.customer_id, 0), "
-                             "NULLIF(k.product_id, 0), NULLIF(k.sale_date, %s) "
-                             "FROM {db}.MaterializedView m CROSS JOIN {stg}.stg_mv_key k",
-                             (self._NO_DATE,))
+                if mv_changes:
+                    # one ChangeLog row per change and registered materialized view
+                    columns = ", ".join(self.MV_CHANGE_COLUMNS)
+                    selected = ", ".join(f"k.{c}" for c in self.MV_CHANGE_COLUMNS)
+                    self.sql(f"INSERT INTO {{db}}.ChangeLog (mv_table, {columns}) "
+                             f"SELECT m.mv_table, {selected} FROM {{db}}.MaterializedView m "
+                             "CROSS JOIN {stg}.stg_mv_change k")
             totals = {k: sum(c[k] for c in changes.values())
                       for k in ("inserted", "updated", "deleted")}
             self.sql("INSERT INTO {etl}.etl_run (target_db, etl_version, started_at, "
@@ -748,7 +794,7 @@ class Runner:
             raise
         self.phase("apply", sum(c["inserted"] + c["updated"] + c["deleted"]
                                 for c in changes.values()) + len(rejects), started)
-        return run_id
+        return run_id, mv_changes
 
     def analyze(self, changes: dict) -> None:
         """Fresh optimizer statistics for the tables a load filled or largely rewrote: right
@@ -765,7 +811,7 @@ class Runner:
         self.phase("analyze", len(tables), started)
 
     def drop_staging(self) -> None:
-        for staging in (*(spec[1] for spec in TABLES), "stg_mv_key"):
+        for staging in (*(spec[1] for spec in TABLES), "stg_mv_change"):
             self.sql(f"DROP TEMPORARY TABLE IF EXISTS {{stg}}.{staging}")
 
     # ---------------------------------------------------------------- the run
@@ -795,6 +841,7 @@ class Runner:
             mv_keys = None
             with staging_folder() as workdir:
                 tsv = self.transform(data, workdir)
+                mv_incremental = False
                 if direct:
                     changes = {table: {"rows_before": 0, "rows_after": tsv[table][1],
                                        "inserted": tsv[table][1], "updated": 0, "deleted": 0}
@@ -805,11 +852,14 @@ class Runner:
                     self.stage(tsv, data)
                     changes = self.diff()
                     self.guard(changes)
-                    mv_keys = self.mv_keys(changes)
+                    mv_incremental = self.mv_incremental(changes)
                 run_id = None
-                if not self.check_mode:
-                    run_id = self.apply(data, changes, tsv, workdir, direct=direct,
-                                        mv_keys=mv_keys, started_wall=started_wall)
+                if self.check_mode:
+                    mv_keys = self.mv_changes(changes) if mv_incremental else None
+                else:
+                    run_id, mv_keys = self.apply(data, changes, tsv, workdir, direct=direct,
+                                                 mv_incremental=mv_incremental,
+                                                 started_wall=started_wall)
                     self.analyze(changes)
                 if not direct:
                     self.drop_staging()

@@ -163,6 +163,57 @@ def _record(cursor, target, mode, rows):
                    (mode, rows, target.table))
 
 
+def _deferred_indexes(cursor, target):
+    """[(quoted name, column list)] of the table's plain secondary indexes (non-unique B-trees
+    without comment, named by the project's identifier rule), in their order: the full build
+    adds them to the filled shadow table, one sorted build each, instead of a random insert per
+    row and index (measured at 1,000,000 order lines: ProductBuyersMV 9.6 s + 2.0 s instead of
+    17.5 s, docs/etl.md). Any other index stays in the shadow table while it is filled."""
+    cursor.execute("SELECT INDEX_NAME, COLUMN_NAME, SUB_PART, COLLATION, NON_UNIQUE, "
+                   "INDEX_TYPE, INDEX_COMMENT, IGNORED FROM information_schema.STATISTICS "
+                   "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (target.database, target.table))
+    # The server lists the indexes in the table's order (the order SHOW CREATE TABLE shows),
+    # each by SEQ_IN_INDEX. Indexes added back come last: only the trailing run of deferrable
+    # ones keeps that order. The shadow's definition is compared with the table's afterwards.
+    indexes = {}  # name -> column parts, or None when the index stays in place
+    for name, column, sub_part, collation, non_unique, kind, comment, ignored in (
+            cursor.fetchall()):
+        try:
+            part = quote(column, "column name")
+            quote(name, "index name")
+        except ViewRefreshError:
+            part = None
+        if part is None or not (non_unique and kind == "BTREE" and not comment
+                                and ignored == "NO"):
+            indexes[name] = None
+            continue
+        if sub_part:
+            part += "(%d)" % int(sub_part)
+        if collation == "D":
+            part += " DESC"
+        if name not in indexes or indexes[name] is not None:
+            indexes.setdefault(name, []).append(part)
+    deferred = []
+    for name, parts in reversed(indexes.items()):
+        if parts is None:
+            break
+        deferred.insert(0, (quote(name, "index name"), ", ".join(parts)))
+    return deferred
+
+
+def _check_same_definition(cursor, target):
+    """The shadow table, its indexes added back, must be defined exactly like the table."""
+    definitions = []
+    for qualified in (target.q_table, target.q_shadow):
+        cursor.execute("SHOW CREATE TABLE %s" % qualified)
+        definitions.append(cursor.fetchone()[1].split("\n", 1)[1])
+    if definitions[0] != definitions[1]:
+        cursor.execute("DROP TABLE %s" % target.q_shadow)
+        raise ViewRefreshError("the full refresh of %s.%s built a table defined otherwise "
+                               "(its secondary indexes added back differ); nothing was changed"
+                               % (target.database, target.table))
+
+
 def _full(conn, cursor, target, check_mode):
     changes = _consumed_changes(cursor, target)
     conn.commit()  # the rebuild reads (READ COMMITTED) everything committed before this point
@@ -182,10 +233,20 @@ def _full(conn, cursor, target, check_mode):
                     consumed_changes=len(changes))
     cursor.execute("DROP TABLE IF EXISTS %s, %s" % (target.q_shadow, target.q_old))
     cursor.execute("CREATE TABLE %s LIKE %s" % (target.q_shadow, target.q_table))
-    cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s"
-                   % (target.q_shadow, target.q_columns, target.q_columns, target.q_view))
+    indexes = _deferred_indexes(cursor, target)
+    if indexes:
+        cursor.execute("ALTER TABLE %s %s" % (target.q_shadow, ", ".join(
+            "DROP INDEX %s" % name for name, _columns in indexes)))
+    # In primary-key order: each row is appended to the clustered index.
+    cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s ORDER BY %s"
+                   % (target.q_shadow, target.q_columns, target.q_columns, target.q_view,
+                      ", ".join(quote(c) for c in target.primary_key) or "NULL"))
     rows = cursor.rowcount
     conn.commit()
+    if indexes:
+        cursor.execute("ALTER TABLE %s %s" % (target.q_shadow, ", ".join(
+            "ADD INDEX %s (%s)" % (name, columns) for name, columns in indexes)))
+        _check_same_definition(cursor, target)
     changed = rows != before or _checksum(cursor, target.q_shadow) != _checksum(
         cursor, target.q_table)
     if changed:

@@ -5,8 +5,8 @@
 -- keeps log_bin_trust_function_creators=OFF: see docs/schema.md. CREATE OR REPLACE: never a
 -- window in which a table has no trigger.
 -- Every data trigger does nothing while the session variable @pos_bulk_load = 1: the ETL fills
--- OrderLine.unit_price itself, keeps the CSV's stock, adds no PriceHistory rows and bypasses the
--- ChangeLog (the playbook runs a FULL refresh of the materialized views after a load).
+-- OrderLine.unit_price itself, keeps the CSV's stock, and writes the PriceHistory and ChangeLog
+-- rows these triggers would have written (module_utils/mariadb_pos/etl.py, MV_CHANGE_QUERIES).
 -- The order and order-line triggers log the signed CONTRIBUTION of each change to the ChangeLog
 -- (delta = 1: lines, orders, quantity, amount, the order date added or removed); the others log
 -- the KEYS whose rows must be recomputed (delta = 0). See docs/schema.md.

@@ -16,20 +16,27 @@ SELECT c.customer_id, c.first_name, c.last_name, c.email, c.phone,
 FROM Customer AS c
 JOIN City AS ci ON ci.zip = c.zip;
 
--- The buyers of each product: one row per (product, customer) with what they bought.
+-- The buyers of each product: one row per (product, customer) with what they bought. The lines
+-- are summed per (product, customer) first and the names joined to the sums: grouping the
+-- narrow rows is about 4x faster than grouping rows that carry the names (measured at
+-- 1,000,000 lines: 4 s instead of 17 s, docs/etl.md), and a condition on product_id or
+-- customer_id still reaches the index of OrderLine or Order (pushed into the derived table).
 CREATE OR REPLACE SQL SECURITY DEFINER VIEW ProductBuyers AS
-SELECT ol.product_id, p.name AS product_name, o.customer_id,
+SELECT b.product_id, p.name AS product_name, b.customer_id,
        c.first_name, c.last_name, c.email,
-       COUNT(*) AS order_count,
-       SUM(ol.quantity) AS total_quantity,
-       SUM(ol.quantity * ol.unit_price) AS total_spent,
-       MIN(o.date_placed) AS first_ordered_at,
-       MAX(o.date_placed) AS last_ordered_at
-FROM OrderLine AS ol
-JOIN `Order` AS o ON o.order_id = ol.order_id
-JOIN Product AS p ON p.product_id = ol.product_id
-JOIN Customer AS c ON c.customer_id = o.customer_id
-GROUP BY ol.product_id, o.customer_id, p.name, c.first_name, c.last_name, c.email;
+       b.order_count, b.total_quantity, b.total_spent,
+       b.first_ordered_at, b.last_ordered_at
+FROM (SELECT ol.product_id, o.customer_id,
+             COUNT(*) AS order_count,
+             SUM(ol.quantity) AS total_quantity,
+             SUM(ol.quantity * ol.unit_price) AS total_spent,
+             MIN(o.date_placed) AS first_ordered_at,
+             MAX(o.date_placed) AS last_ordered_at
+      FROM OrderLine AS ol
+      JOIN `Order` AS o ON o.order_id = ol.order_id
+      GROUP BY ol.product_id, o.customer_id) AS b
+JOIN Product AS p ON p.product_id = b.product_id
+JOIN Customer AS c ON c.customer_id = b.customer_id;
 
 -- Each customer's purchases and totals (customers without orders show zeros).
 CREATE OR REPLACE SQL SECURITY DEFINER VIEW CustomerPurchases AS
