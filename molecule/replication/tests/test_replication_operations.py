@@ -26,6 +26,7 @@ import pytest
 from heartbeat_pause import pause_heartbeat
 from test_replication import (
     ALL_REPLICAS,
+    CLUSTER_CA,
     LATE_REPLICAS,
     PRIMARY,
     PROJECT,
@@ -51,7 +52,10 @@ failover_drill = pytest.mark.skipif(
     reason="run with OPERATIONS_FAILOVER_DRILLS=1 (a failure seen once is not yet explained)")
 
 MEMBERS = [PRIMARY, *ALL_REPLICAS]
-NETWORK = "mdb-repl" if PRIMARY.startswith("mdb-repl") else "mdb-trixie"
+# The scenario's Docker network (the primary's only one).
+NETWORK = next(iter(json.loads(subprocess.run(
+    ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", PRIMARY],
+    capture_output=True, text=True, check=True).stdout)))
 WRITER_USER = "drill_writer"
 WRITER_PASSWORD = uuid.uuid4().hex
 
@@ -163,7 +167,7 @@ def member_address(name):
 
 def writer_for(name):
     return Writer(f"{name}-{uuid.uuid4().hex[:8]}", MEMBERS, member_address, WRITER_USER,
-                  WRITER_PASSWORD, "lab_verify")
+                  WRITER_PASSWORD, "lab_verify", ssl_ca=str(CLUSTER_CA))
 
 
 def lost_on(writer, member):
