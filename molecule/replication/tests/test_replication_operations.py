@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from heartbeat_pause import pause_heartbeat
+from test_connections import PROXIES, WriterPortWatch
 from test_replication import (
     ALL_REPLICAS,
     CLUSTER_CA,
@@ -209,10 +210,16 @@ def switch_while_writing(drill, old, new):
     """switchover.yml from old to new while the writer commits; nothing acknowledged is lost."""
     assert live_primary() == old
     writer = writing("switchover")
+    # A client of the proxy's writer port (docs/connections.md) follows without a change.
+    watch = WriterPortWatch(new, WRITER_USER, WRITER_PASSWORD) if PROXIES else None
+    if watch:
+        watch.start()
     result = play(drill, "playbooks/switchover.yml", "-e", f"new_primary={new}")
     writer.wait_for(len(writer.acked) + 20, 120)
     writer.stop()
     assert result.returncode == 0, result.stdout[-4000:]
+    if watch:
+        watch.finish(old)
     assert "member role read_only source" in result.flat  # the per-member table
     assert_cluster(new)
     for member in MEMBERS:
