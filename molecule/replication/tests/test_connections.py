@@ -27,6 +27,7 @@ from test_replication import (
     LATE_REPLICAS,
     PRIMARY,
     PROJECT,
+    REPLICAS,
     RUNNER,
     host,
     replica_status,
@@ -376,3 +377,20 @@ def test_a_ca_key_that_does_not_match_its_certificate_is_refused(tmp_path):
     flat = " ".join(result.stdout.split())
     assert f"The CA {CLUSTER_CA} does not match its key {other_key}. No member was changed." \
         in flat, result.stdout[-3000:]
+
+
+@needs_proxy
+def test_a_proxy_that_cannot_reach_a_member_is_refused_naming_both(probe):
+    member = REPLICAS[-1]  # a member in the scenario's own inventory
+    host(member).check_output("systemctl stop mariadb-proxy-agent")
+    try:
+        # The agent play would start it again: only the proxies' play, as after a network cut.
+        result = run_playbook("playbooks/proxy.yml", "--limit", PROXIES[0])
+    finally:
+        host(member).check_output("systemctl start mariadb-proxy-agent")
+    assert result.returncode != 0
+    flat = " ".join(result.stdout.split())
+    assert (f"{PROXIES[0]} cannot reach the agent of {member} on port 9280" in flat
+            and "HAProxy was not changed." in flat), result.stdout[-3000:]
+    ids = server_ids()
+    wait_until(lambda: member in reader_pool(probe, ids), 30, f"{member} back in the reader pool")
