@@ -59,6 +59,8 @@ class PosSchemaRole:
             "pos_schema_database": database, "pos_schema_etl_database": self.etl_database,
             "pos_schema_login_unix_socket": server.socket,
             "pos_schema_sql_dir": str(self.sql_dir), "pos_schema_remote_dir": str(self.remote_dir),
+            # One server and its clients on the socket: no cluster network to derive hosts from.
+            "pos_schema_account_hosts": ["localhost"],
             **{f"pos_schema_{k}_user": v for k, v in users.items()},
             **{f"pos_schema_{k}_password": v for k, v in self.passwords.items()}}))
         self.extra.chmod(0o600)
@@ -76,6 +78,6 @@ class PosSchemaRole:
 
     def drop(self) -> None:
         for user in self.users.values():
-            self.server.client(f"DROP USER IF EXISTS '{user}'@'%'")
+            self.server.client(f"DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'")
         self.server.client(f"DROP DATABASE IF EXISTS {self.database}; "
                            f"DROP DATABASE IF EXISTS {self.etl_database}")

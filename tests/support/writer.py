@@ -23,10 +23,13 @@ class Writer(threading.Thread):
     """``address(member)`` gives the member's IP address, or None while it is not running."""
 
     def __init__(self, run_id: str, members: Sequence[str], address: Callable[[str], str | None],
-                 user: str, password: str, database: str, table: str = "drill") -> None:
+                 user: str, password: str, database: str, table: str = "drill",
+                 ssl_ca: str | None = None) -> None:
         super().__init__(daemon=True)
         self.run_id, self.members, self.address = run_id, list(members), address
         self.login = dict(user=user, password=password, database=database)
+        if ssl_ca:  # the members refuse unencrypted TCP: TLS, their certificates checked
+            self.login["ssl"] = {"ca": ssl_ca}
         self.table = table
         self.acked: list[tuple[int, float]] = []
         self.errors = 0

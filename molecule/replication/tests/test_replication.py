@@ -21,6 +21,9 @@ LATE_REPLICAS = sorted(RUNNER.get_hosts("late_replicas"))
 ALL_REPLICAS = REPLICAS + LATE_REPLICAS
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
 PROJECT = Path(__file__).resolve().parents[3]
+# The cluster CA the mariadb_tls role made on the control node (molecule/shared/group_vars):
+# clients outside the containers check the members' certificates with it.
+CLUSTER_CA = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets" / "tls" / "ca.crt"
 
 
 def host(name):

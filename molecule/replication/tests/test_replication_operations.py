@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 from drills import drills
 from heartbeat_pause import pause_heartbeat
+from test_connections import PROXIES, WriterPortWatch
 from test_replication import (
     ALL_REPLICAS,
+    CLUSTER_CA,
     LATE_REPLICAS,
     PRIMARY,
     PROJECT,
@@ -40,7 +42,10 @@ from tests.support.writer import CREATE_TABLE, Writer
 pytestmark = drills
 
 MEMBERS = [PRIMARY, *ALL_REPLICAS]
-NETWORK = "mdb-repl" if PRIMARY.startswith("mdb-repl") else "mdb-trixie"
+# The scenario's Docker network (the primary's only one).
+NETWORK = next(iter(json.loads(subprocess.run(
+    ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", PRIMARY],
+    capture_output=True, text=True, check=True).stdout)))
 WRITER_USER = "drill_writer"
 WRITER_PASSWORD = uuid.uuid4().hex
 
@@ -157,7 +162,7 @@ def member_address(name):
 
 def writer_for(name):
     return Writer(f"{name}-{uuid.uuid4().hex[:8]}", MEMBERS, member_address, WRITER_USER,
-                  WRITER_PASSWORD, "lab_verify")
+                  WRITER_PASSWORD, "lab_verify", ssl_ca=str(CLUSTER_CA))
 
 
 def lost_on(writer, member):
@@ -199,10 +204,16 @@ def switch_while_writing(drill, old, new):
     """switchover.yml from old to new while the writer commits; nothing acknowledged is lost."""
     assert live_primary() == old
     writer = writing("switchover")
+    # A client of the proxy's writer port (docs/connections.md) follows without a change.
+    watch = WriterPortWatch(new, WRITER_USER, WRITER_PASSWORD) if PROXIES else None
+    if watch:
+        watch.start()
     result = play(drill, "playbooks/switchover.yml", "-e", f"new_primary={new}")
     writer.wait_for(len(writer.acked) + 20, 120)
     writer.stop()
     assert result.returncode == 0, result.stdout[-4000:]
+    if watch:
+        watch.finish(old)
     assert "member role read_only source" in result.flat  # the per-member table
     assert_cluster(new)
     for member in MEMBERS:
