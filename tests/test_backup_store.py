@@ -176,3 +176,14 @@ def test_summarize_reads_mariadb_binlog_output():
     assert result["last_time"] == "2026-11-29T07:50:03Z" and result["transactions"] == 2
     with pytest.raises(store.BackupError, match="not a MariaDB binary log"):
         store.summarize_binlog("garbage", "/a/x.000001")
+
+
+def test_summarize_reads_a_gtid_list_wrapped_over_lines():
+    """After a switchover the state holds several servers: mariadb-binlog wraps the list."""
+    text = (
+        "#261129 11:53:57 server id 2  end_log_pos 315 CRC32 0xaa \tGtid list [0-1-3646,\n"
+        "# 0-2-6466]\n"
+        "#261129 11:53:58 server id 2  end_log_pos 402 CRC32 0xba \tGTID 0-2-6467 trans\n")
+    result = store.summarize_binlog(text, "/a/mariadb-bin.000003")
+    assert result["start_state"] == "0-1-3646,0-2-6466"
+    assert (result["first_gtid"], result["last_gtid"]) == ("0-2-6467", "0-2-6467")

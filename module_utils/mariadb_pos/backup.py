@@ -29,6 +29,7 @@ _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y
 # mariadb-binlog's event header: "#261129  7:49:51 server id 7  end_log_pos 1043 ... GTID 0-7-5"
 _EVENT_HEADER = re.compile(r"^#(\d{6})\s+(\d{1,2}:\d{2}:\d{2}) server id (\d+)\s+end_log_pos (\d+)")
 _EVENT_GTID = re.compile(r"\tGTID (\d+-\d+-\d+)")
+# The list wraps over "# "-prefixed lines when the state holds several servers (any switchover).
 _EVENT_GTID_LIST = re.compile(r"\tGtid list \[([^\]]*)\]")
 
 
@@ -318,7 +319,14 @@ def summarize_binlog(text: str, path: str) -> dict:
     first_time = last_time = None
     transactions = 0
     header_time = None
-    for line in text.splitlines():
+    lines = iter(text.splitlines())
+    for first_line in lines:
+        line = first_line
+        if "\tGtid list [" in line and "]" not in line:
+            for more in lines:
+                line += " " + more.lstrip("# ").strip()
+                if "]" in more:
+                    break
         header = _EVENT_HEADER.match(line)
         if header:
             header_time = datetime.datetime.strptime(
@@ -326,7 +334,7 @@ def summarize_binlog(text: str, path: str) -> dict:
             ).replace(tzinfo=datetime.UTC)
             listed = _EVENT_GTID_LIST.search(line)
             if listed and start_state is None:
-                start_state = listed.group(1)
+                start_state = re.sub(r",\s+", ",", listed.group(1))
                 continue
             gtid = _EVENT_GTID.search(line)
             if gtid:
