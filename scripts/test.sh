@@ -2,30 +2,19 @@
 # Every test of the project, from a fresh Debian machine: set-up, linters, the pytest suite (SQL,
 # modules, ETL, AWS against real servers), and the molecule scenarios in Docker.
 # Usage: scripts/test.sh [stage ...]   stages: lint pytest default replication replication-debian13
+#
+# Without arguments the stages run in three lanes at once (the work waits on servers, fsync and
+# Docker far more than on the CPU: one lane after another takes about twice as long). Stages named
+# on the command line run one after another. TEST_LANES=1 forces the serial order.
+# Every stage writes its output to .test-results/STAGE.log; failed stages are printed at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 results=$root/.test-results
 
-stages=("$@")
-[ "${#stages[@]}" -eq 0 ] && stages=(lint pytest default replication replication-debian13)
-
 bash scripts/bootstrap.sh || { echo "test: bootstrap failed"; echo "0 passed, 1 failed"; exit 1; }
 export PATH="$root/.venv/bin:$PATH"
 rm -rf "$results" && mkdir -p "$results"
-
-failed_stages=()
-run_stage() {
-  local name=$1; shift
-  local started=$SECONDS
-  echo "=== test: $name"
-  if "$@"; then
-    echo "=== test: $name passed in $((SECONDS - started))s"
-  else
-    echo "=== test: $name FAILED in $((SECONDS - started))s"
-    failed_stages+=("$name")
-  fi
-}
 
 lint() {
   # check_specs: roles' argument specs vs defaults, modules' DOCUMENTATION vs argument spec.
@@ -38,29 +27,86 @@ molecule_scenario() {
   bash scripts/build-base-image.sh "$release" && molecule test -s "$scenario"
 }
 
-for stage in "${stages[@]}"; do
-  case "$stage" in
-    lint) run_stage lint lint ;;
-    pytest) run_stage pytest pytest -q -p no:cacheprovider --junitxml="$results/pytest.xml" tests ;;
-    default|replication|replication-debian13) run_stage "molecule $stage" molecule_scenario "$stage" ;;
-    *) echo "test: unknown stage '$stage'"; failed_stages+=("$stage") ;;
+stage_command() {
+  case "$1" in
+    lint) lint ;;
+    pytest) pytest -q -p no:cacheprovider --junitxml="$results/pytest.xml" tests ;;
+    default|replication|replication-debian13) molecule_scenario "$1" ;;
+    *) echo "test: unknown stage '$1'"; return 2 ;;
   esac
+}
+
+# One stage: output to its log, one line when it starts and one when it ends, a marker file when
+# it failed (lanes run in subshells, so a shell array would not survive).
+run_stage() {
+  local name=$1 started=$SECONDS
+  echo "=== test: $name started ($(date +%H:%M:%S))"
+  if stage_command "$name" >"$results/$name.log" 2>&1; then
+    echo "=== test: $name passed in $((SECONDS - started))s"
+  else
+    echo "=== test: $name FAILED in $((SECONDS - started))s (log: .test-results/$name.log)"
+    touch "$results/$name.failed"
+  fi
+}
+
+run_lane() {
+  local stage
+  for stage in "$@"; do run_stage "$stage"; done
+}
+
+if [ "$#" -gt 0 ]; then
+  run_lane "$@"
+else
+  # Both base images first: the scenarios of two lanes would otherwise build them at once.
+  for release in 12 13; do
+    bash scripts/build-base-image.sh "$release" >"$results/base-image-$release.log" 2>&1 \
+      || { echo "test: base image $release failed"; tail -40 "$results/base-image-$release.log"; }
+  done
+  if [ "${TEST_LANES:-3}" = 1 ]; then
+    run_lane lint pytest default replication replication-debian13
+  else
+    # The longest stage (the Debian 12 drills) has a lane of its own.
+    run_lane replication &
+    run_lane default replication-debian13 &
+    run_lane lint pytest &
+    wait
+  fi
+fi
+
+# The failed stages' own output last (CI keeps the end of the output), then one closing line for
+# every test run above (pytest and the molecule verifiers write JUnit XML); a stage that failed
+# before its tests ran counts as one failure.
+failed_stages=()
+for marker in "$results"/*.failed; do
+  [ -e "$marker" ] || continue
+  name=$(basename "$marker" .failed)
+  failed_stages+=("$name")
+  echo "=== test: the end of $name's output"
+  tail -n 150 "$results/$name.log"
 done
 
-# One closing line for every test run above (pytest and the molecule verifiers write JUnit XML);
-# a stage that failed before its tests ran counts as one failure.
 python3 - "$results" "${#failed_stages[@]}" "${failed_stages[*]:-}" <<'PY'
 import sys, xml.etree.ElementTree as ET
 from pathlib import Path
 passed = failed = skipped = 0
-for report in Path(sys.argv[1]).glob("*.xml"):
+failures = []
+for report in sorted(Path(sys.argv[1]).glob("*.xml")):
     for suite in ET.parse(report).getroot().iter("testsuite"):
         total, skip = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
         bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
         passed += total - skip - bad; failed += bad; skipped += skip
+        for case in suite.iter("testcase"):
+            problem = case.find("failure")
+            problem = problem if problem is not None else case.find("error")
+            if problem is not None:
+                reason = (problem.get("message") or "").splitlines()[:1]
+                failures.append(f"{report.stem}: {case.get('classname')}::{case.get('name')}"
+                                f" ({float(case.get('time', 0)):.0f}s) {reason[0][:300] if reason else ''}")
 failed_stages = int(sys.argv[2])
 if failed_stages and not failed:
     failed = failed_stages
+for line in failures:
+    print(f"test: FAILED {line}")
 if failed_stages:
     print(f"test: failed stages: {sys.argv[3]}")
 print(f"{passed} passed, {failed} failed, {skipped} skipped")

@@ -164,26 +164,32 @@ def test_plan_names_an_unknown_backup_and_skips_failed_ones(tmp_path):
         store.plan_restore(backups, ARCHIVE, None, backup="bad")
 
 
-def test_summarize_reads_mariadb_binlog_output():
-    text = (
+# mariadb-binlog's output: one server in the state, and (after any switchover) several, when it
+# wraps the Gtid list over lines.
+BINLOG_TEXTS = {
+    "one server": (
         "#261129  7:49:51 server id 7  end_log_pos 256 CRC32 0x1 \tStart: binlog v 4\n"
         "#261129  7:49:51 server id 7  end_log_pos 299 CRC32 0x2 \tGtid list [0-7-7]\n"
         "#261129  7:49:52 server id 7  end_log_pos 381 CRC32 0x3 \tGTID 0-7-8 trans\n"
-        "#261129  7:50:03 server id 7  end_log_pos 481 CRC32 0x4 \tGTID 0-7-9 trans\n")
-    result = store.summarize_binlog(text, "/a/mariadb-bin.000002")
-    assert result["start_state"] == "0-7-7"
-    assert (result["first_gtid"], result["last_gtid"]) == ("0-7-8", "0-7-9")
-    assert result["last_time"] == "2026-11-29T07:50:03Z" and result["transactions"] == 2
-    with pytest.raises(store.BackupError, match="not a MariaDB binary log"):
-        store.summarize_binlog("garbage", "/a/x.000001")
-
-
-def test_summarize_reads_a_gtid_list_wrapped_over_lines():
-    """After a switchover the state holds several servers: mariadb-binlog wraps the list."""
-    text = (
+        "#261129  7:50:03 server id 7  end_log_pos 481 CRC32 0x4 \tGTID 0-7-9 trans\n",
+        dict(start_state="0-7-7", first_gtid="0-7-8", last_gtid="0-7-9",
+             last_time="2026-11-29T07:50:03Z", transactions=2)),
+    "list wrapped": (
         "#261129 11:53:57 server id 2  end_log_pos 315 CRC32 0xaa \tGtid list [0-1-3646,\n"
         "# 0-2-6466]\n"
-        "#261129 11:53:58 server id 2  end_log_pos 402 CRC32 0xba \tGTID 0-2-6467 trans\n")
-    result = store.summarize_binlog(text, "/a/mariadb-bin.000003")
-    assert result["start_state"] == "0-1-3646,0-2-6466"
-    assert (result["first_gtid"], result["last_gtid"]) == ("0-2-6467", "0-2-6467")
+        "#261129 11:53:58 server id 2  end_log_pos 402 CRC32 0xba \tGTID 0-2-6467 trans\n",
+        dict(start_state="0-1-3646,0-2-6466", first_gtid="0-2-6467", last_gtid="0-2-6467",
+             last_time="2026-11-29T11:53:58Z", transactions=1)),
+}
+
+
+@pytest.mark.parametrize("case", BINLOG_TEXTS)
+def test_summarize_reads_mariadb_binlog_output(case):
+    text, expected = BINLOG_TEXTS[case]
+    result = store.summarize_binlog(text, "/a/mariadb-bin.000002")
+    assert {key: result[key] for key in expected} == expected
+
+
+def test_summarize_refuses_what_is_no_binary_log():
+    with pytest.raises(store.BackupError, match="not a MariaDB binary log"):
+        store.summarize_binlog("garbage", "/a/x.000001")

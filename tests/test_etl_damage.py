@@ -31,8 +31,7 @@ TABLE_OF = {"customers.csv": "Customer", "products.csv": "Product", "orders.csv"
 @pytest.fixture(scope="module")
 def clean_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clean")
-    generate(folder, 3000, seed=61)
-    (folder / "manifest.json").unlink()
+    generate(folder, 3000, seed=61, write_manifest=False)
     return folder
 
 

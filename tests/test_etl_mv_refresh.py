@@ -24,8 +24,7 @@ SIMPLE = re.compile(r"^\d+,")  # a line without quoting whose first field is an 
 @pytest.fixture(scope="module")
 def data_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mv_data")
-    generate(folder, 4000, seed=73)
-    (folder / "manifest.json").unlink()
+    generate(folder, 4000, seed=73, write_manifest=False)
     return folder
 
 

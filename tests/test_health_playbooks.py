@@ -192,6 +192,10 @@ def test_a_stopped_replica_is_reported_not_compared(cluster, inventory, tmp_path
 # ---------------------------------------------------------------- status and the heartbeat
 
 HEALTH_VARS = yaml.safe_load((REPO_ROOT / "roles/mariadb_health/vars/main.yml").read_text())
+# The heartbeat event's definer, as roles/mariadb_health/files/heartbeat.sql creates it.
+HEARTBEAT_DEFINER = re.search(
+    r"DEFINER = ('[^']+'@'[^']+') EVENT",
+    (REPO_ROOT / "roles/mariadb_health/files/heartbeat.sql").read_text()).group(1)
 LAG_QUERY = HEALTH_VARS["mariadb_health_lag_query"].replace("{{ mariadb_health_database }}",
                                                             "pos_health")
 
@@ -272,15 +276,22 @@ def test_a_demoted_member_writes_no_beat_and_the_heartbeat_follows_a_switchover(
     assert run(db1, "SELECT @@gtid_binlog_pos")[0][0] == position
     for replica in (db2, db3):
         assert run(replica, "SELECT MASTER_GTID_WAIT(%s, 120)", args=(position,))[0][0] == 0
-    # Promote db2 as the mariadb_replication role does: replicated events enabled on the new
-    # primary, disabled (locally) on the members that now replicate.
+    # Promote db2 as the mariadb_replication role does (roles/mariadb_replication/tasks/events.yml):
+    # replicated events enabled on the new primary, disabled (locally) on the members that now
+    # replicate, each keeping its definer (a bare ALTER EVENT would make root, who ignores
+    # read_only, the definer).
     run(db2, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0",
-        "ALTER EVENT pos_health.heartbeat_beat ENABLE")
+        f"ALTER DEFINER = {HEARTBEAT_DEFINER} EVENT pos_health.heartbeat_beat ENABLE")
     run(db2, "CREATE USER IF NOT EXISTS repl@'127.0.0.1' IDENTIFIED BY %s", args=(REPL_PASSWORD,))
     run(db2, "GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'")
     for member in (db1, db3):
         point(member, db2, cluster.heartbeat)
-    run(db1, "SET SESSION sql_log_bin = 0", "ALTER EVENT pos_health.heartbeat_beat DISABLE")
+    run(db1, "SET SESSION sql_log_bin = 0",
+        f"ALTER DEFINER = {HEARTBEAT_DEFINER} EVENT pos_health.heartbeat_beat DISABLE ON SLAVE")
+    definer = HEARTBEAT_DEFINER.replace("'", "")
+    for server in cluster.servers:
+        assert run(server, "SELECT definer FROM information_schema.events "
+                           "WHERE event_name = 'heartbeat_beat'") == ((definer,),)
     for server in cluster.servers:
         wait_for(lambda s=server: run(
             s, "SELECT COUNT(*) FROM pos_health.heartbeat WHERE server_id = 2 "

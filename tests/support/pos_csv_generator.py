@@ -95,8 +95,9 @@ def _dirty(rng: random.Random, value: str) -> str:
     return value
 
 
-def generate(out: Path, orderlines: int, seed: int) -> dict:
-    """Write the four files into ``out`` and return the manifest (also written as JSON)."""
+def generate(out: Path, orderlines: int, seed: int, write_manifest: bool = True) -> dict:
+    """Write the four files into ``out`` and return the manifest (also written as JSON unless
+    ``write_manifest`` is false: a folder the ETL reads must hold the four files only)."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     n_orders = max(10, orderlines // 10)
@@ -316,7 +317,8 @@ def generate(out: Path, orderlines: int, seed: int) -> dict:
                                 Order=expect["orders.csv"]["loaded"],
                                 OrderLine=expect["orderlines.csv"]["loaded"]),
                     units=units, city_conflicts=conflicts)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if write_manifest:
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
