@@ -22,9 +22,10 @@ lint() {
 }
 
 molecule_scenario() {
+  # The release of the lab's base image (.config/molecule/config.yml reads LAB_DEBIAN).
   local scenario=$1 release=12
   [ "$scenario" = replication-debian13 ] && release=13
-  bash scripts/build-base-image.sh "$release" && molecule test -s "$scenario"
+  bash scripts/build-base-image.sh "$release" && LAB_DEBIAN=$release molecule test -s "$scenario"
 }
 
 stage_command() {
