@@ -463,7 +463,7 @@ def test_teardown_removes_only_this_clusters_resources(moto, clusters):
     assert inventory(moto, "alice").get("primary", {}).get("hosts", []) == []
     # bob's cluster is untouched
     assert sorted(i["InstanceId"] for i in instances(ec2, "bob")) == bob_before
-    assert len(security_groups(ec2, "bob")) == 1 and len(key_pairs(ec2, "bob")) == 1
+    assert len(security_groups(ec2, "bob")) == 2 and len(key_pairs(ec2, "bob")) == 1  # + proxy
 
     # a second teardown of alice changes nothing; bob goes at the same time
     runs = {}
