@@ -19,9 +19,10 @@ as_root() {
 
 # --- Debian packages ---------------------------------------------------------------------------
 # mariadb-backup, percona-toolkit and prometheus-mysqld-exporter: the backup and health tests run
-# Debian's tools on the control node against local servers (they skip without them).
+# Debian's tools on the control node against local servers (they skip without them); haproxy and
+# socat likewise for the proxy's restart test (tests/test_proxy_agent.py).
 debs=(debootstrap mariadb-server mariadb-client mariadb-backup percona-toolkit
-  prometheus-mysqld-exporter make python3-venv git)
+  prometheus-mysqld-exporter haproxy socat make python3-venv git)
 [ "$want_docker" -eq 1 ] && debs+=(docker.io)
 missing=()
 for pkg in "${debs[@]}"; do

@@ -5,7 +5,8 @@ ansible-playbook and ansible-inventory run as subprocesses with AWS_ENDPOINT_URL
 server on 127.0.0.1 and fake credentials; the results are read back with boto3 from the same
 server. moto simulates the EC2 API only (no instance boots), so the SSH wait is switched off with
 aws_cluster_wait_for_ssh=false. The module's tests share one server and run in file order: two
-clusters (alice, bob) are provisioned once, checked, re-run, scaled and finally torn down.
+clusters (alice, bob) are provisioned once, checked, re-run, scaled and finally torn down; bob has
+the optional HAProxy instance from the start, alice gets one while scaled out and loses it again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.moto_server import MOTO_ACCOUNT, MotoServer, write_public_key
 
@@ -25,6 +27,7 @@ VENV_BIN = REPO / ".venv" / "bin"
 ADMIN_CIDR = "203.0.113.7/32"
 AMI_NAME = "debian-12-amd64-20250101-1999"
 LIVE = ["pending", "running", "stopping", "stopped"]
+CLIENT_CIDR = "198.51.100.0/24"
 
 
 @dataclass
@@ -46,6 +49,9 @@ def _failures(report: dict) -> list[str]:
             for result in task.get("hosts", {}).values():
                 if result.get("failed") and not result.get("ignore_errors"):
                     messages.append(str(result.get("msg", result)))
+                    # a loop's failed items carry the messages
+                    messages += [str(item["msg"]) for item in result.get("results", [])
+                                 if item.get("failed") and "msg" in item]
     return messages
 
 
@@ -121,7 +127,7 @@ def instances(ec2, cluster: str) -> list[dict]:
 
 
 def by_role(ec2, cluster: str) -> dict[str, list[dict]]:
-    roles: dict[str, list[dict]] = {"primary": [], "replica": []}
+    roles: dict[str, list[dict]] = {"primary": [], "replica": [], "proxy": []}
     for inst in instances(ec2, cluster):
         roles[tag_dict(inst)["PosRole"]].append(inst)
     return roles
@@ -130,6 +136,36 @@ def by_role(ec2, cluster: str) -> dict[str, list[dict]]:
 def security_groups(ec2, cluster: str) -> list[dict]:
     return ec2.describe_security_groups(
         Filters=[{"Name": "tag:PosCluster", "Values": [cluster]}])["SecurityGroups"]
+
+
+def group_named(ec2, cluster: str, name: str) -> dict:
+    [group] = [g for g in security_groups(ec2, cluster) if g["GroupName"] == name]
+    return group
+
+
+def ingress(group: dict) -> dict:
+    """(protocol, port) -> sorted sources: CIDRs and security group ids."""
+    return {(p["IpProtocol"], p["FromPort"]): sorted(
+                [r["CidrIp"] for r in p.get("IpRanges", [])]
+                + [pair["GroupId"] for pair in p.get("UserIdGroupPairs", [])])
+            for p in group["IpPermissions"]}
+
+
+def assert_proxy(ec2, cluster: str, clients: list[str]):
+    """One t3.micro proxy in its own group: 6446/6447 from ``clients``, 22 from the admin; the
+    members' group admits it to 3306 and to the agent port 9280 (nobody else to 9280)."""
+    [proxy] = by_role(ec2, cluster)["proxy"]
+    tags = tag_dict(proxy)
+    assert (tags["Name"], tags["ManagedBy"]) == (f"{cluster}-proxy", "mariadb-pos-ansible")
+    assert proxy["InstanceType"] == "t3.micro"
+    members = group_named(ec2, cluster, f"{cluster}-mariadb")
+    proxies = group_named(ec2, cluster, f"{cluster}-proxy")
+    assert [g["GroupId"] for g in proxy["SecurityGroups"]] == [proxies["GroupId"]]
+    assert ingress(proxies) == {("tcp", 6446): clients, ("tcp", 6447): clients,
+                                ("tcp", 22): [ADMIN_CIDR]}
+    assert ingress(members) == {
+        ("tcp", 3306): sorted([members["GroupId"], proxies["GroupId"]]),
+        ("tcp", 9280): [proxies["GroupId"]], ("tcp", 22): [ADMIN_CIDR]}
 
 
 def key_pairs(ec2, cluster: str) -> list[dict]:
@@ -175,7 +211,9 @@ def clusters(moto, pubkey):
         runs[name] = provision(moto, name, pubkey, **overrides)
 
     threads = [threading.Thread(target=go, args=("alice",)),
-               threading.Thread(target=go, args=("bob",), kwargs={"aws_cluster_replica_count": 1})]
+               threading.Thread(target=go, args=("bob",), kwargs={
+                   "aws_cluster_replica_count": 1, "aws_cluster_proxy": True,
+                   "aws_cluster_client_cidrs": [CLIENT_CIDR]})]
     for t in threads:
         t.start()
     for t in threads:
@@ -191,6 +229,7 @@ def test_first_run_creates_three_tagged_instances(moto, clusters):
     roles = by_role(ec2, "alice")
     assert len(roles["primary"]) == 1
     assert len(roles["replica"]) == 2
+    assert roles["proxy"] == []  # the proxy is optional, off by default
     ami = ec2.describe_images(Filters=[{"Name": "name", "Values": [AMI_NAME]}])["Images"][0]
     sg = security_groups(ec2, "alice")[0]
     default_vpc = ec2.describe_vpcs(
@@ -209,8 +248,9 @@ def test_first_run_creates_three_tagged_instances(moto, clusters):
             assert [g["GroupId"] for g in inst["SecurityGroups"]] == [sg["GroupId"]]
             assert inst["State"]["Name"] == "running"
             assert inst.get("PublicIpAddress")
-    # bob is a separate cluster in the same account
-    assert [len(v) for v in by_role(ec2, "bob").values()] == [1, 1]
+    # bob is a separate cluster in the same account, with the proxy
+    assert [len(v) for v in by_role(ec2, "bob").values()] == [1, 1, 1]
+    assert_proxy(ec2, "bob", [CLIENT_CIDR])
 
 
 def test_root_volumes_are_encrypted_and_sized(moto, clusters):
@@ -238,9 +278,8 @@ def test_security_group_opens_3306_to_itself_and_22_to_admin_only(moto, clusters
     ssh = rules[("tcp", 22, 22)]
     assert [r["CidrIp"] for r in ssh["IpRanges"]] == [ADMIN_CIDR]
     assert not ssh.get("UserIdGroupPairs") and not ssh.get("Ipv6Ranges")
-    # bob has its own group; alice's does not admit bob's members
-    [bob_sg] = security_groups(ec2, "bob")
-    assert bob_sg["GroupId"] != sg["GroupId"]
+    # bob has its own groups; alice's does not admit bob's members or bob's proxy
+    assert sg["GroupId"] not in {g["GroupId"] for g in security_groups(ec2, "bob")}
 
 
 def test_key_pair_is_the_users_public_key(moto, clusters, pubkey):
@@ -254,11 +293,25 @@ def test_key_pair_is_the_users_public_key(moto, clusters, pubkey):
 
 def test_second_run_changes_nothing(moto, clusters, pubkey):
     ec2 = moto.client()
-    before = sorted(i["InstanceId"] for i in instances(ec2, "alice"))
-    rerun = provision(moto, "alice", pubkey)
-    assert rerun.rc == 0, rerun.failures
-    assert rerun.changed == 0, rerun.output[-4000:]
-    assert sorted(i["InstanceId"] for i in instances(ec2, "alice")) == before
+
+    def both():
+        return sorted(i["InstanceId"] for i in instances(ec2, "alice") + instances(ec2, "bob"))
+
+    before = both()
+    reruns = {}
+    threads = [threading.Thread(target=lambda: reruns.__setitem__("alice", provision(
+                   moto, "alice", pubkey))),
+               threading.Thread(target=lambda: reruns.__setitem__("bob", provision(
+                   moto, "bob", pubkey, aws_cluster_replica_count=1, aws_cluster_proxy=True,
+                   aws_cluster_client_cidrs=[CLIENT_CIDR])))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for rerun in reruns.values():
+        assert rerun.rc == 0, rerun.failures
+        assert rerun.changed == 0, rerun.output[-4000:]
+    assert both() == before
     assert untagged_resources(ec2) == []
 
 
@@ -274,8 +327,11 @@ def test_inventory_groups_primary_and_replicas_by_tags(moto, clusters):
         assert sorted(inv["replicas"]["hosts"]) == dns["replica"]
         assert len(dns["replica"]) == replicas
         assert sorted(inv["mariadb"]["children"]) == ["primary", "replicas"]
+        assert sorted(inv.get("proxies", {}).get("hosts", [])) == sorted(
+            i["PrivateDnsName"] for i in roles["proxy"])
+        assert len(roles["proxy"]) == (cluster == "bob")
         hostvars = inv["_meta"]["hostvars"]
-        for inst in roles["primary"] + roles["replica"]:
+        for inst in roles["primary"] + roles["replica"] + roles["proxy"]:
             hv = hostvars[inst["PrivateDnsName"]]
             assert hv["ansible_host"] == inst["PublicIpAddress"]
             assert hv["mariadb_replication_address"] == inst["PrivateIpAddress"]
@@ -297,19 +353,26 @@ def test_scale_out_to_three_replicas_and_back(moto, clusters, pubkey):
     original = by_role(ec2, "alice")
     original_replicas = {i["InstanceId"] for i in original["replica"]}
 
-    out = provision(moto, "alice", pubkey, aws_cluster_replica_count=3)
+    # ... and the proxy switched on, its clients by default the VPC's own network
+    out = provision(moto, "alice", pubkey, aws_cluster_replica_count=3, aws_cluster_proxy=True)
     assert out.rc == 0, out.failures
     assert out.changed >= 1
     scaled = by_role(ec2, "alice")
     assert len(scaled["replica"]) == 3
+    vpc_cidr = ec2.describe_vpcs(VpcIds=[scaled["proxy"][0]["VpcId"]])["Vpcs"][0]["CidrBlock"]
+    assert_proxy(ec2, "alice", [vpc_cidr])
     assert original_replicas < {i["InstanceId"] for i in scaled["replica"]}
     assert scaled["primary"][0]["InstanceId"] == original["primary"][0]["InstanceId"]
     assert len(inventory(moto, "alice")["replicas"]["hosts"]) == 3
 
+    # back, and the proxy switched off: instance and group gone, the members' rules as before
     back = provision(moto, "alice", pubkey, aws_cluster_replica_count=2)
     assert back.rc == 0, back.failures
     assert back.changed >= 1
     after = by_role(ec2, "alice")
+    assert after["proxy"] == []
+    [members] = security_groups(ec2, "alice")
+    assert ingress(members) == {("tcp", 3306): [members["GroupId"]], ("tcp", 22): [ADMIN_CIDR]}
     # the newest replica goes; the two that have been replicating longest stay
     assert {i["InstanceId"] for i in after["replica"]} == original_replicas
     assert after["primary"][0]["InstanceId"] == original["primary"][0]["InstanceId"]
@@ -330,6 +393,9 @@ BAD_INPUTS = [
     pytest.param(({}, False, "No AWS credentials found"), id="no-credentials"),
     pytest.param(({"aws_cluster_admin_cidr": ""}, True,
                  "aws_cluster_admin_cidr '' is not an IPv4 CIDR"), id="no-admin-cidr"),
+    pytest.param(({"aws_cluster_proxy": True, "aws_cluster_client_cidrs": ["10.0.0.0/33"]}, True,
+                 "aws_cluster_client_cidrs entry '10.0.0.0/33' is not an IPv4 CIDR"),
+                 id="bad-client-cidr"),
 ]
 
 
@@ -361,9 +427,9 @@ def test_check_mode_on_a_new_cluster_creates_nothing(moto, clusters, pubkey):
     run = run_playbook(moto, "provision_aws.yml", "dave", check=True,
                        aws_cluster_ssh_public_key_file=str(pubkey),
                        aws_cluster_admin_cidr=ADMIN_CIDR, aws_cluster_ami_owner=MOTO_ACCOUNT,
-                       aws_cluster_wait_for_ssh=False)
+                       aws_cluster_wait_for_ssh=False, aws_cluster_proxy=True)
     assert run.rc == 0, run.failures
-    assert run.changed >= 3  # key pair, security group, instances would be created
+    assert run.changed >= 4  # key pair, both security groups, instances would be created
     assert instances(ec2, "dave") == []
     assert security_groups(ec2, "dave") == [] and key_pairs(ec2, "dave") == []
     assert untagged_resources(ec2) == []
@@ -397,7 +463,7 @@ def test_teardown_removes_only_this_clusters_resources(moto, clusters):
     assert inventory(moto, "alice").get("primary", {}).get("hosts", []) == []
     # bob's cluster is untouched
     assert sorted(i["InstanceId"] for i in instances(ec2, "bob")) == bob_before
-    assert len(security_groups(ec2, "bob")) == 1 and len(key_pairs(ec2, "bob")) == 1
+    assert len(security_groups(ec2, "bob")) == 2 and len(key_pairs(ec2, "bob")) == 1  # + proxy
 
     # a second teardown of alice changes nothing; bob goes at the same time
     runs = {}
@@ -415,3 +481,12 @@ def test_teardown_removes_only_this_clusters_resources(moto, clusters):
     assert instances(ec2, "bob") == [] and security_groups(ec2, "bob") == []
     assert key_pairs(ec2, "bob") == []
     assert untagged_resources(ec2) == []
+
+
+def test_proxy_ports_are_the_proxy_roles():
+    """The ports the security groups open are the ones HAProxy and the agents use."""
+    aws = yaml.safe_load((REPO / "roles/aws_cluster/defaults/main.yml").read_text())
+    proxy = yaml.safe_load((REPO / "roles/mariadb_proxy/defaults/main.yml").read_text())
+    assert aws["aws_cluster_proxy_ports"] == [proxy["mariadb_proxy_writer_port"],
+                                              proxy["mariadb_proxy_reader_port"]]
+    assert aws["aws_cluster_proxy_agent_port"] == proxy["mariadb_proxy_agent_port"]

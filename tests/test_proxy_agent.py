@@ -3,20 +3,29 @@ with the role's rendered settings, the agent serving HAProxy's agent-check proto
 
 What a proxy sees: the writer check is up on the writable primary only; the reader check is up on
 a running replica within the lag limit and goes down, with the reason, when replication stops,
-errs or lags, or the server does not answer.
+errs or lags, or the server does not answer. And Debian's HAProxy with the role's rendered
+configuration, asking these agents, starts again from the states it saved instead of every server
+UP until its first check: no connection through the writer port reaches the replica, none through
+the reader port the primary.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shlex
+import shutil
 import socket
+import socketserver
+import subprocess
 import threading
+import time
 
 import pytest
 
 from tests.support.health_cluster import (
     REPO_ROOT,
     HealthCluster,
+    render_role_templates,
     render_server_config,
     run,
     wait_for,
@@ -39,9 +48,9 @@ def cluster(tmp_path_factory):
 class RunningAgent:
     """The agent's own server on a free loopback port, in a thread."""
 
-    def __init__(self, socket_path, max_lag=10, cache=0.2):
+    def __init__(self, socket_path, max_lag=10, cache=0.2, address=("127.0.0.1", 0)):
         member = agent_module.MemberState(socket_path, "root", cache)
-        self.server = agent_module.AgentServer(("127.0.0.1", 0), member, max_lag)
+        self.server = agent_module.AgentServer(address, member, max_lag)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -135,3 +144,132 @@ def test_a_plain_tcp_check_and_an_unknown_question_are_harmless(agents):
         pass  # HAProxy's port check: connect and close
     assert agents["primary"].ask("backup") == "down #unknown check 'backup' (writer or reader)"
     assert agents["primary"].ask("writer") == "up"
+
+
+# --- HAProxy right after it (re)starts ----------------------------------------------------------
+
+class NameServer(socketserver.ThreadingTCPServer):
+    """Stands in for a member's MariaDB port: tells a client which member it reached."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, address, name):
+        self.name = name
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(handler):
+                handler.request.sendall(name.encode() + b"\n")
+
+        super().__init__(address, Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def landed(port):
+    """The member one new connection through HAProxy's port reaches; None when refused/closed."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            return conn.makefile("rb").readline().decode().strip() or None
+    except OSError:
+        return None
+
+
+def free_port(address):
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
+class HAProxy:
+    """Debian's haproxy in the foreground (-db) with a rendered configuration."""
+
+    def __init__(self, config, stats_socket):
+        self.stats_socket = stats_socket
+        self.process = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def command(self, line):
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(self.stats_socket))
+            conn.sendall(line.encode() + b"\n")
+            return b"".join(iter(lambda: conn.recv(65536), b"")).decode()
+
+    def states(self):
+        """backend/server -> UP or DOWN from show stat (without "1/2", "(agent)"); {} while the
+        socket does not answer yet."""
+        try:
+            stat = self.command("show stat")
+        except OSError:
+            return {}
+        rows = [line.split(",") for line in stat.splitlines() if line and not line.startswith("#")]
+        return {f"{row[0]}/{row[1]}": row[17].split()[0] for row in rows
+                if row[1] not in ("FRONTEND", "BACKEND")}
+
+    def stop(self):
+        self.process.terminate()
+        return self.process.communicate(timeout=30)[0].decode()
+
+
+SETTLED = {"mariadb_writer/replica": "DOWN", "mariadb_writer/primary": "UP",
+           "mariadb_reader/replica": "UP", "mariadb_reader/primary": "DOWN",
+           "mariadb_reader/replica-primary": "DOWN", "mariadb_reader/primary-primary": "UP"}
+
+
+@pytest.mark.skipif(not shutil.which("haproxy") or not shutil.which("socat"),
+                    reason="needs Debian's haproxy and socat (scripts/bootstrap.sh installs them)")
+def test_haproxy_restarts_from_the_saved_states_not_all_up(cluster, tmp_path):
+    # Two members on their own loopback addresses (one port for all, as the template has it); the
+    # replica first, where balance first would send writes if it counted as UP.
+    addresses = {"replica": "127.0.0.2", "primary": "127.0.0.3"}
+    agent_port, server_port = free_port("127.0.0.2"), free_port("127.0.0.2")
+    agents = [RunningAgent(cluster.replicas[0].socket, address=(addresses["replica"], agent_port)),
+              RunningAgent(cluster.primary.socket, address=(addresses["primary"], agent_port))]
+    servers = [NameServer((address, server_port), name) for name, address in addresses.items()]
+    config, dropin = tmp_path / "haproxy.cfg", tmp_path / "mariadb-proxy.conf"
+    stats_socket, state_file = tmp_path / "admin.sock", tmp_path / "server-state"
+    ports = {"writer": free_port("127.0.0.1"), "reader": free_port("127.0.0.1")}
+    render_role_templates(
+        tmp_path, "mariadb_proxy",
+        {"haproxy.cfg.j2": config, "haproxy-server-state.conf.j2": dropin},
+        {"mariadb_proxy_members": list(addresses), "mariadb_proxy_bind_address": "127.0.0.1",
+         "mariadb_proxy_writer_port": ports["writer"], "mariadb_proxy_reader_port": ports["reader"],
+         "mariadb_proxy_agent_port": agent_port, "mariadb_proxy_server_port": server_port,
+         "mariadb_proxy_stats_socket": str(stats_socket),
+         "mariadb_proxy_server_state_file": str(state_file)},
+        {name: {"mariadb_replication_address": address} for name, address in addresses.items()})
+    # What systemd runs before a reload or stop (the drop-in's save line).
+    [save] = [line.split("=-", 1)[1] for line in dropin.read_text().splitlines()
+              if line.startswith("ExecReload=-")]
+    try:
+        first = HAProxy(config, stats_socket)
+        try:
+            wait_for(lambda: first.states() == SETTLED, 30,
+                     "HAProxy's checks settling on the agents' answers")
+            subprocess.run(shlex.split(save), check=True, timeout=30)
+        finally:
+            first.stop()
+        assert " mariadb_writer 1 replica " in state_file.read_text()
+
+        second = HAProxy(config, stats_socket)
+        try:
+            # The first connection HAProxy accepts counts too: it is the one most at risk.
+            seen = {"writer": [wait_for(lambda: landed(ports["writer"]), 30,
+                                        "the writer port answering")], "reader": []}
+            started = time.monotonic()
+            initial = second.states()
+            # Beyond one check interval every server has been asked: the window that matters.
+            while time.monotonic() - started < 1.5:
+                for role, port in ports.items():
+                    seen[role].append(landed(port))
+        finally:
+            log = second.stop()
+    finally:
+        for agent in agents:
+            agent.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert "state file" not in log, log  # e.g. "Can't open global server state file"
+    assert set(seen["writer"]) == {"primary"}, seen["writer"]
+    assert set(seen["reader"]) == {"replica"}, seen["reader"]
+    assert initial == SETTLED

@@ -20,7 +20,6 @@ import pymysql
 from tests.support.mariadb_instance import REPO_ROOT, MariaDBInstance
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-ROLE = REPO_ROOT / "roles" / "mariadb_server"
 # Settings tied to the host (paths, addresses, memory) that the local instances set themselves.
 HOST_SETTINGS = {"server_id", "report_host", "bind_address", "port", "socket", "log_bin",
                  "relay_log", "innodb_buffer_pool_size", "read_only"}
@@ -32,27 +31,39 @@ def ansible_env() -> dict:
                 ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
 
 
-def render_server_config(workdir: Path, overrides: dict | None = None) -> dict[str, str]:
-    """The [mariadbd] settings the role writes, rendered by Ansible; returns name -> value."""
-    target = workdir / "60-pos-cluster.cnf"
+def render_role_templates(workdir: Path, role: str, templates: dict[str, Path],
+                          overrides: dict | None = None, hosts: dict | None = None) -> None:
+    """Render ``templates`` (template name -> destination) of ``role`` through ansible-playbook,
+    with the role's defaults and ``overrides`` (extra vars); ``hosts`` are further inventory hosts
+    (name -> host variables) the templates may read through hostvars."""
+    role_dir = REPO_ROOT / "roles" / role
     playbook = workdir / "render.yml"
     playbook.write_text(json.dumps([{
-        "name": "Render the server configuration", "hosts": "localhost", "gather_facts": True,
+        "name": "Render templates", "hosts": "localhost", "gather_facts": True,
         "tasks": [
             {"name": "Role defaults", "ansible.builtin.include_vars":
-                {"file": str(ROLE / "defaults" / "main.yml")}},
-            {"name": "Render", "ansible.builtin.template":
-                {"src": str(ROLE / "templates" / "mariadb-cluster.cnf.j2"), "dest": str(target),
-                 "mode": "0644"}},
+                {"file": str(role_dir / "defaults" / "main.yml")}},
+            *({"name": f"Render {src}", "ansible.builtin.template":
+                {"src": str(role_dir / "templates" / src), "dest": str(dest), "mode": "0644"}}
+              for src, dest in templates.items()),
         ]}]))
+    inventory = workdir / "render-inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {
+        "localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        **(hosts or {})}}}))
     extra = workdir / "render-vars.json"
     extra.write_text(json.dumps(overrides or {}))
     completed = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook),
-         "-e", f"@{extra}", "-e", f"ansible_python_interpreter={sys.executable}"],
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-e", f"@{extra}"],
         cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=300,
         check=False)
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+
+
+def render_server_config(workdir: Path, overrides: dict | None = None) -> dict[str, str]:
+    """The [mariadbd] settings the role writes, rendered by Ansible; returns name -> value."""
+    target = workdir / "60-pos-cluster.cnf"
+    render_role_templates(workdir, "mariadb_server", {"mariadb-cluster.cnf.j2": target}, overrides)
     settings: dict[str, str] = {}
     section = None
     for raw in target.read_text().splitlines():
