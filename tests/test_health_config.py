@@ -17,17 +17,18 @@ import yaml
 
 from tests.support.health_cluster import (
     ANSIBLE_PLAYBOOK,
-    ROLE,
     HealthCluster,
     render_server_config,
     run,
     wait_applied,
     wait_for,
 )
+from tests.support.mariadb_instance import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(),
                                 reason="ansible-playbook not in the venv")
 
+ROLE = REPO_ROOT / "roles" / "mariadb_server"
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 
 
