@@ -192,10 +192,15 @@ def test_backup_under_a_continuous_writer_is_consistent_and_prepares(drill):
         except BrokenPipeError:  # the writer is stopped once the backup is done
             pass
 
+    before = value(PRIMARY, "SELECT @@GLOBAL.gtid_binlog_pos")
     feeder = threading.Thread(target=feed)
     feeder.start()
     try:
-        time.sleep(1)  # the writer is committing before the backup starts
+        # The backup starts once the writer is committing.
+        deadline = time.monotonic() + 120
+        while value(PRIMARY, "SELECT @@GLOBAL.gtid_binlog_pos") == before:
+            assert time.monotonic() < deadline, "the writer committed nothing within 120 s"
+            time.sleep(0.2)
         backed_up = playbook(drill, "backup.yml")
     finally:
         writer.kill()
