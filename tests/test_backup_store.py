@@ -68,6 +68,42 @@ def test_binlog_info_of_both_server_series():
         store.parse_binlog_info("", "/x/xtrabackup_binlog_info")
 
 
+def test_binlog_info_listing_several_binlog_files_is_read_at_its_last_line():
+    text = "mariadb-bin.000002\t1290\t[]\nmariadb-bin.000003\t385\t0-1-100\n"
+    assert store.parse_binlog_info(text)["gtid"] == "0-1-100"
+
+
+def test_a_backup_of_a_replica_continues_from_its_slave_position_not_its_own_binlog():
+    # A replica's binlog info holds its own gtid_current_pos (here with a transaction of its own,
+    # server 3); --slave-info records the primary's transactions the copied data holds.
+    coordinates = store.backup_coordinates({
+        "xtrabackup_binlog_info": "mariadb-bin.000004\t642\t0-3-101\n",
+        "xtrabackup_slave_info": "SET GLOBAL gtid_slave_pos = '0-1-100';\n"
+                                 "CHANGE MASTER TO master_use_gtid = slave_pos\n"}, "db4:/stage")
+    assert coordinates["gtid"] == "0-1-100"
+    assert coordinates["binlog_gtid"] == "0-3-101"
+    assert coordinates["gtid_from"] == "xtrabackup_slave_info"
+
+
+def test_a_backup_of_the_primary_continues_from_its_binlog_position():
+    # 11.x file names; a primary has no slave info (mariadb-backup ignores --slave-info there).
+    coordinates = store.backup_coordinates(
+        {"mariadb_backup_binlog_info": "mariadb-bin.000007\t385\t0-1-100,1-1-4\n"})
+    assert coordinates["gtid"] == "0-1-100,1-1-4"
+    assert coordinates["gtid_from"] == "mariadb_backup_binlog_info"
+
+
+def test_backup_coordinates_name_the_place_and_the_cause():
+    with pytest.raises(store.BackupError, match=r"^db4:/stage holds neither "
+                                                "mariadb_backup_binlog_info nor xtrabackup_"):
+        store.backup_coordinates({"xtrabackup_slave_info": "SET GLOBAL gtid_slave_pos = '0-1-1';"},
+                                 "db4:/stage")
+    with pytest.raises(store.BackupError, match=r"gtid_slave_pos in db4:/stage/xtrabackup_slave"):
+        store.backup_coordinates({"xtrabackup_binlog_info": "b.1\t4\t0-1-1\n",
+                                  "xtrabackup_slave_info": "SET GLOBAL gtid_slave_pos = 'x';"},
+                                 "db4:/stage")
+
+
 def test_a_broken_manifest_is_named_by_file(tmp_path):
     directory = tmp_path / "backups" / "b1"
     directory.mkdir(parents=True)

@@ -18,6 +18,7 @@ from module_utils.mariadb_pos.topology import (
     history,
     parse_gtid_list,
     position_key,
+    seed_source,
 )
 from tests.support.mariadb_instance import MariaDBInstance
 
@@ -143,6 +144,41 @@ def test_lag_above_the_limit_makes_a_replica_unhealthy():
                        "db3": _member("c", source="a", lag=1)},
                       inventory_primary="db1", lag_limit=10)
     assert not topology["members"]["db2"]["healthy"] and topology["members"]["db3"]["healthy"]
+
+
+def test_a_new_replica_is_seeded_from_the_most_advanced_healthy_replica_never_the_primary():
+    topology = decide({"db1": _member("a", read_only=False, binlog_state="0-1-20"),
+                       "db2": _member("b", source="a", slave_pos="0-1-18"),
+                       "db3": _member("c", source="a", slave_pos="0-1-20"),
+                       "db4": _member("d", binlog_state="", slave_pos="")},
+                      inventory_primary="db1", lag_limit=10)
+    assert seed_source(topology, "db4") == "db3"
+    # A replica being rebuilt never seeds itself; equals are broken by name.
+    assert seed_source(topology, "db3") == "db2"
+    topology["members"]["db2"]["gtid_slave_pos"] = "0-1-20"
+    assert seed_source(topology, "db4") == "db2"
+
+
+def test_lagging_stopped_or_errant_replicas_do_not_seed_then_the_primary_does():
+    topology = decide({"db1": _member("a", read_only=False, binlog_state="0-1-20"),
+                       "db2": _member("b", source="a", lag=50),
+                       "db3": _member("c", source="a", sql=False),
+                       "db4": _member("d", binlog_state="", slave_pos="")},
+                      inventory_primary="db1", lag_limit=10)
+    assert seed_source(topology, "db4") == "db1"
+    topology["members"]["db2"].update(healthy=True, errant=["0-2-5"])
+    assert seed_source(topology, "db4") == "db1"
+
+
+def test_no_seed_source_when_no_replica_is_healthy_and_the_primary_is_down():
+    dead = dict(address=None, variables=dict(unreachable=True, msg="container not running"),
+                replica=dict(unreachable=True, msg="container not running"))
+    topology = decide({"db1": dead, "db2": _member("b", source="a", io=False),
+                       "db3": _member("c", binlog_state="", slave_pos="")},
+                      inventory_primary="db1")
+    with pytest.raises(TopologyError, match="no member can seed db3: no healthy replica of the "
+                                            "primary and the primary db1 does not answer"):
+        seed_source(topology, "db3")
 
 
 # ---------------------------------------------------------------- real servers over loopback

@@ -76,8 +76,12 @@ def gtid_advance(position: dict, gtid: str) -> dict:
 # --- mariadb-backup output --------------------------------------------------------------------
 
 def parse_binlog_info(text: str, path: str = "xtrabackup_binlog_info") -> dict:
-    """The binlog coordinates mariadb-backup wrote: 'file<TAB>position<TAB>gtid' (one line)."""
-    fields = (text or "").strip().split("\t")
+    """The binlog coordinates mariadb-backup wrote: 'file<TAB>position<TAB>gtid'.
+
+    One line per binary log file when mariadb-backup copied several; the last holds the position.
+    """
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    fields = lines[-1].strip().split("\t") if lines else []
     if len(fields) < 2 or not fields[1].isdigit():
         raise BackupError("%s does not hold binary log coordinates (got %r): was the source "
                           "server running with log_bin?" % (path, (text or "").strip()))
@@ -86,15 +90,48 @@ def parse_binlog_info(text: str, path: str = "xtrabackup_binlog_info") -> dict:
     return {"binlog_file": fields[0], "binlog_position": int(fields[1]), "gtid": gtid}
 
 
+_SLAVE_INFO_GTID = re.compile(r"gtid_slave_pos\s*=\s*'([^']*)'", re.IGNORECASE)
+# 11.x names the files mariadb_backup_*, 10.11 xtrabackup_*.
+BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
+SLAVE_INFO_FILES = ("mariadb_backup_slave_info", "xtrabackup_slave_info")
+
+
+def backup_coordinates(files: dict, where: str = "the backup") -> dict:
+    """The coordinates of a backup from its info files ({file name: text}).
+
+    ``gtid`` is the position a server restored from the backup continues from in the primary's
+    stream. A backup of the primary: the GTID of its binlog info (gtid_current_pos, read while
+    commits were blocked). A backup of a replica (--slave-info wrote a gtid_slave_pos, read at the
+    same moment): that gtid_slave_pos, the primary's transactions the copied data holds; the binlog
+    info is then the replica's own binary log (``binlog_gtid``), which also counts transactions
+    the replica wrote itself.
+    """
+    binlog = next((name for name in BINLOG_INFO_FILES if files.get(name) is not None), None)
+    if binlog is None:
+        raise BackupError("%s holds neither %s: the stream is not a complete mariadb-backup"
+                          % (where, " nor ".join(BINLOG_INFO_FILES)))
+    coordinates = parse_binlog_info(files[binlog], "%s/%s" % (where, binlog))
+    coordinates["binlog_gtid"] = coordinates["gtid"]
+    coordinates["gtid_from"] = binlog
+    for name in SLAVE_INFO_FILES:
+        match = _SLAVE_INFO_GTID.search(files.get(name) or "")
+        if match:
+            parse_gtid_list(match.group(1), "gtid_slave_pos in %s/%s" % (where, name))
+            coordinates["gtid"] = match.group(1)
+            coordinates["gtid_from"] = name
+            break
+    return coordinates
+
+
 def read_backup_coordinates(backup_dir: str) -> dict:
-    """Coordinates of an extracted backup; 10.11 writes xtrabackup_*, 11.x mariadb_backup_*."""
-    for name in ("mariadb_backup_binlog_info", "xtrabackup_binlog_info"):
+    """Coordinates of an extracted backup (see backup_coordinates)."""
+    files = {}
+    for name in BINLOG_INFO_FILES + SLAVE_INFO_FILES:
         path = os.path.join(backup_dir, name)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
-                return parse_binlog_info(handle.read(), path)
-    raise BackupError("%s holds neither mariadb_backup_binlog_info nor xtrabackup_binlog_info: "
-                      "the stream is not a complete mariadb-backup" % backup_dir)
+                files[name] = handle.read()
+    return backup_coordinates(files, backup_dir)
 
 
 # --- Time -------------------------------------------------------------------------------------

@@ -307,6 +307,28 @@ def decide(raw_members, inventory_primary=None, primary=None, lag_limit=None):
     )
 
 
+def seed_source(topology, target):
+    """The member a new or rebuilt replica ``target`` copies its data from (a backup stream).
+
+    The healthy replica of the primary that has applied the most (no errant transactions, not the
+    target itself; ties by name), so the primary never carries the copy; the primary when no
+    replica is healthy (a new cluster, or every replica down or lagging).
+    """
+    members = topology["members"]
+    candidates = sorted(
+        host for host, info in members.items()
+        if host != target and info["role"] == "replica" and info["answered"]
+        and info.get("healthy") and not info.get("errant"))
+    if candidates:
+        # max() keeps the first of equals: the sorted names break ties.
+        return max(candidates, key=lambda host: position_key(members[host]["gtid_slave_pos"]))
+    primary = topology["primary"]
+    if not primary or not members.get(primary, {}).get("answered"):
+        raise TopologyError("no member can seed %s: no healthy replica of the primary and the "
+                            "primary %s does not answer" % (target, primary or "(none)"))
+    return primary
+
+
 def _role(host, member, primary):
     if host == primary:
         return "primary"

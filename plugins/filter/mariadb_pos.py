@@ -3,6 +3,12 @@
 
 ``names | mariadb_pos_identifier_problems(what, max_length)`` returns one sentence per name that
 may not be written into SQL (empty list: all good), using the same check as the modules.
+
+``files | mariadb_pos_backup_coordinates(where)`` reads a received backup's info files
+({file name: text}) into its binlog coordinates and the GTID position it continues from.
+
+``topology | mariadb_pos_seed_source(target)`` names the member a new or rebuilt replica copies
+its data from (a healthy replica, else the primary), from the mariadb_topology module's result.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ _MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
+from ansible.errors import AnsibleFilterError  # noqa: E402
+from mariadb_pos.backup import BackupError  # noqa: E402
+from mariadb_pos.backup import backup_coordinates as _backup_coordinates  # noqa: E402
 from mariadb_pos.identifiers import (  # noqa: E402
     MAX_IDENTIFIER_LENGTH,
     identifier_problem,
 )
+from mariadb_pos.topology import TopologyError  # noqa: E402
+from mariadb_pos.topology import seed_source as _seed_source  # noqa: E402
 
 
 def identifier_problems(names, what="name", max_length=MAX_IDENTIFIER_LENGTH):
@@ -29,6 +40,22 @@ def identifier_problems(names, what="name", max_length=MAX_IDENTIFIER_LENGTH):
     return [problem for problem in problems if problem]
 
 
+def backup_coordinates(files, where="the backup"):
+    try:
+        return _backup_coordinates(dict(files), where)
+    except BackupError as error:
+        raise AnsibleFilterError(str(error)) from None
+
+
+def seed_source(topology, target):
+    try:
+        return _seed_source(topology, target)
+    except TopologyError as error:
+        raise AnsibleFilterError(str(error)) from None
+
+
 class FilterModule:
     def filters(self):
-        return {"mariadb_pos_identifier_problems": identifier_problems}
+        return {"mariadb_pos_identifier_problems": identifier_problems,
+                "mariadb_pos_backup_coordinates": backup_coordinates,
+                "mariadb_pos_seed_source": seed_source}
