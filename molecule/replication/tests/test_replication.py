@@ -165,6 +165,20 @@ def test_replica_that_joined_after_data_existed_has_the_same_checksums(late):
     assert table_checksums(late) == table_checksums(PRIMARY)
 
 
+# mariadb_backup_work_dir: the sending member keeps the log of the last seed it streamed.
+SEED_LOG = "/var/lib/mariadb-backup-work/seed-{}.log"
+
+
+@pytest.mark.parametrize("late", LATE_REPLICAS)
+def test_late_replica_was_seeded_by_a_backup_stream_from_a_replica_not_the_primary(late):
+    """The default seed method (mariadb_replication_seed_method=backup): mariadb-backup streamed
+    from a healthy replica; the primary carries no copy while replicas are healthy."""
+    senders = [name for name in [PRIMARY, *REPLICAS]
+               if host(name).file(SEED_LOG.format(late)).exists]
+    assert len(senders) == 1 and senders[0] in REPLICAS, senders
+    assert "completed OK!" in host(senders[0]).file(SEED_LOG.format(late)).content_string
+
+
 def table_checksums(name):
     tables = sql(name, "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') "
                        "FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND "
