@@ -180,15 +180,8 @@ def _summaries(module, archive_dir):
                        os.path.join(archive_dir, n)))
     found = []
     for name in names:
-        path = os.path.join(archive_dir, name)
-        # The newest file is being written by the archiver: its truncated tail makes
-        # mariadb-binlog exit non-zero after printing every complete event.
-        rc, out, err = module.run_command([binlog, "--no-defaults", path],
-                                          environ_update={"TZ": "UTC"})
-        if rc != 0 and name != names[-1]:
-            raise store.BackupError("archived binary log %s is unreadable: %s"
-                                    % (path, err.strip()))
-        found.append(store.summarize_binlog(out, path))
+        found.append(store.read_binlog(binlog, os.path.join(archive_dir, name),
+                                       may_be_truncated=name == names[-1]))
     return found
 
 

@@ -116,9 +116,7 @@ def start_archiver(source: MariaDBInstance, directory: Path) -> subprocess.Popen
 def summaries(directory: Path) -> list[dict]:
     result = []
     for path in sorted(directory.glob("binlog.[0-9]*")):
-        text = subprocess.run(["mariadb-binlog", "--no-defaults", str(path)], env={"TZ": "UTC"},
-                              capture_output=True, text=True, check=True).stdout
-        result.append(store.summarize_binlog(text, str(path)))
+        result.append(store.read_binlog("mariadb-binlog", str(path)))
     return result
 
 

@@ -17,6 +17,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import tempfile
 
 MANIFEST = "manifest.json"
 STREAM = "backup.mbstream.zst"
@@ -349,37 +351,62 @@ def remove_backup(manifest: dict, store: str) -> None:
 
 # --- Archived binary logs ---------------------------------------------------------------------
 
+def read_binlog(binlog_binary: str, path: str, may_be_truncated: bool = False) -> dict:
+    """Summary of one archived binary log (summarize_binlog), read with ``mariadb-binlog``.
+
+    Only the lines starting with '#' (event headers, the wrapped Gtid list) are kept while the
+    output streams by: the decoded row events of a bulk load run to hundreds of MB per file.
+    ``may_be_truncated``: the newest file, still being written by the archiver, whose cut tail
+    makes mariadb-binlog exit non-zero after printing every complete event."""
+    with tempfile.TemporaryFile() as errors:
+        # argv list, no shell: the binary comes from get_bin_path, the path from the store.
+        reader = subprocess.Popen([binlog_binary, "--no-defaults", path],  # noqa: S603
+                                  stdout=subprocess.PIPE, stderr=errors,
+                                  env={**os.environ, "TZ": "UTC"})
+        headers = [raw.decode("utf-8", "replace").rstrip("\r\n")
+                   for raw in reader.stdout if raw.startswith(b"#")]
+        returncode = reader.wait()
+        errors.seek(0)
+        message = errors.read().decode("utf-8", "replace").strip()
+    if returncode != 0 and not may_be_truncated:
+        raise BackupError("archived binary log %s is unreadable: %s" % (path, message))
+    return summarize_binlog("\n".join(headers), path)
+
+
 def summarize_binlog(text: str, path: str) -> dict:
     """First state, GTIDs and times of one binlog file from ``mariadb-binlog`` text output."""
     start_state = None
     first_gtid = last_gtid = None
     first_time = last_time = None
     transactions = 0
-    header_time = None
     lines = iter(text.splitlines())
     for first_line in lines:
         line = first_line
-        if "\tGtid list [" in line and "]" not in line:
+        listed = "\tGtid list [" in line
+        if not listed and "\tGTID " not in line:
+            continue  # other events (and their times) say nothing of the GTIDs
+        if listed and "]" not in line:
             for more in lines:
                 line += " " + more.lstrip("# ").strip()
                 if "]" in more:
                     break
         header = _EVENT_HEADER.match(line)
-        if header:
+        if not header:
+            continue
+        if listed:
+            if start_state is None:
+                start_state = re.sub(r",\s+", ",", _EVENT_GTID_LIST.search(line).group(1))
+            continue
+        gtid = _EVENT_GTID.search(line)
+        if gtid:
             header_time = datetime.datetime.strptime(
                 header.group(1) + " " + header.group(2), "%y%m%d %H:%M:%S"
             ).replace(tzinfo=datetime.UTC)
-            listed = _EVENT_GTID_LIST.search(line)
-            if listed and start_state is None:
-                start_state = re.sub(r",\s+", ",", listed.group(1))
-                continue
-            gtid = _EVENT_GTID.search(line)
-            if gtid:
-                transactions += 1
-                last_gtid = gtid.group(1)
-                first_gtid = first_gtid or last_gtid
-                first_time = first_time or header_time
-                last_time = header_time
+            transactions += 1
+            last_gtid = gtid.group(1)
+            first_gtid = first_gtid or last_gtid
+            first_time = first_time or header_time
+            last_time = header_time
     if start_state is None:
         raise BackupError("%s is not a MariaDB binary log (no Gtid list event)" % path)
     return {
