@@ -94,9 +94,11 @@ def load_order_lines(primary: str, database: str, lines: int, batch: int = 250_0
 
 
 def wait_applied(source: str, replicas: list[str], timeout: int = 900) -> None:
-    """Until every running replica has applied the source's binary log as it is now."""
+    """Until every running member of `replicas` but the source itself has applied the source's
+    binary log as it is now."""
     position = sql(source, "SELECT @@GLOBAL.gtid_binlog_pos")[0][0]
     for replica in replicas:
-        if address(replica) and sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', "
-                                             f"{timeout})")[0][0] != "0":
+        if replica == source or not address(replica):
+            continue
+        if sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', {timeout})")[0][0] != "0":
             sys.exit(f"{replica} did not reach {position} within {timeout} s")
