@@ -46,12 +46,16 @@ from bench.lab import (  # noqa: E402
     require_ca,
     roles,
     sql,
+    sysbench_tls_dir,
     wait_applied,
 )
 
 USER, PASSWORD = "bench_reader", uuid.uuid4().hex
 DATABASE = "bench_conn"
 WRITER_PORT, READER_PORT = 6446, 6447  # roles/mariadb_proxy defaults
+
+
+TLS_DIR = sysbench_tls_dir()  # sysbench reads its certificates from its working directory
 
 
 def sysbench(host: str, port: int, tls: bool, command: str, seconds: int = 1,
@@ -62,7 +66,7 @@ def sysbench(host: str, port: int, tls: bool, command: str, seconds: int = 1,
          f"--mysql-user={USER}", f"--mysql-password={PASSWORD}", f"--mysql-db={DATABASE}",
          "--tables=4", "--table-size=20000", f"--threads={threads}", f"--time={seconds}",
          "--report-interval=0", f"--mysql-ssl={'on' if tls else 'off'}", command],
-        capture_output=True, text=True, check=False)
+        capture_output=True, text=True, check=False, cwd=TLS_DIR)
     if run.returncode != 0:
         sys.exit(f"sysbench {command} on {host}:{port} failed:\n{run.stdout[-2000:]}"
                  f"{run.stderr[-2000:]}")

@@ -15,6 +15,7 @@ are missing on any member afterwards (must be 0 for a switchover). Figures: docs
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -109,6 +110,13 @@ def failover() -> tuple[float, float, int]:
     return running.window(), seconds, missing
 
 
+def report(kind: str, index: int, result: tuple[float, float, int]) -> None:
+    window, seconds, missing = result
+    print(f"{kind} {index + 1}: window {window:.2f} s, playbook {seconds:.1f} s, "
+          f"acknowledged commits lost {missing}; load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     first = primary()
@@ -123,12 +131,12 @@ def main() -> None:
         current = primary()
         target = next(m for m in MEMBERS if m != current)
         results["switchover"].append(switchover(target))
-        print(f"switchover {index + 1}: window {results['switchover'][-1][0]:.2f} s", flush=True)
+        report("switchover", index, results["switchover"][-1])
     load["switchover"].stop()
     load["failover"] = LoadAverage()
     for index in range(rounds):
         results["failover"].append(failover())
-        print(f"failover {index + 1}: window {results['failover'][-1][0]:.2f} s", flush=True)
+        report("failover", index, results["failover"][-1])
     load["failover"].stop()
     print(f"\n{'operation':<11} {'window (median)':>16} {'playbook (median)':>18} "
           f"{'acknowledged commits lost':>26}")

@@ -46,6 +46,7 @@ from bench.lab import (  # noqa: E402
     load_order_lines,
     roles,
     sql,
+    sysbench_tls_dir,
     wait_applied,
 )
 
@@ -101,12 +102,16 @@ class LagSampler(threading.Thread):
             time.sleep(0.5)
 
 
+TLS_DIR = sysbench_tls_dir()  # sysbench reads its certificates from its working directory
+
+
 def sysbench(host: str, command: str, seconds: int) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["sysbench", "oltp_write_only", f"--mysql-host={host}", f"--mysql-user={USER}",
          f"--mysql-password={PASSWORD}", "--mysql-db=bench", "--tables=4",
          "--table-size=20000", "--threads=4", f"--time={seconds}", "--report-interval=0",
-         "--mysql-ssl=on", command], capture_output=True, text=True, check=True)
+         "--mysql-ssl=on", command], capture_output=True, text=True, check=True,
+        cwd=TLS_DIR)
 
 
 def measure(name: str, settings: dict, host: str, replicas: list[str], seconds: int) -> dict:

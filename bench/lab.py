@@ -7,10 +7,13 @@ proxy or a backup host add the container of `inventory/lab-aux` (`make lab-aux`)
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,3 +105,24 @@ def wait_applied(source: str, replicas: list[str], timeout: int = 900) -> None:
             continue
         if sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', {timeout})")[0][0] != "0":
             sys.exit(f"{replica} did not reach {position} within {timeout} s")
+
+
+def sysbench_tls_dir() -> str:
+    """A working directory for sysbench --mysql-ssl=on: sysbench 1.0 reads cacert.pem,
+    client-cert.pem and client-key.pem from its working directory. The cluster CA, and a client
+    certificate the cluster CA signs for one day (removed with the directory at exit)."""
+    workdir = tempfile.mkdtemp(prefix="bench-tls-")
+    atexit.register(shutil.rmtree, workdir, True)
+    ca_key = CLUSTER_CA.with_name("ca.key")
+    steps = [
+        ["cp", require_ca(), "cacert.pem"],
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+         "client-key.pem"],
+        ["openssl", "req", "-new", "-key", "client-key.pem", "-subj", "/CN=bench", "-out",
+         "client.csr"],
+        ["openssl", "x509", "-req", "-in", "client.csr", "-CA", "cacert.pem", "-CAkey",
+         str(ca_key), "-CAcreateserial", "-days", "1", "-out", "client-cert.pem"],
+    ]
+    for step in steps:
+        subprocess.run(step, cwd=workdir, check=True, capture_output=True)
+    return workdir
