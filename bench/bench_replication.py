@@ -151,7 +151,8 @@ def bulk_load_catch_up(primary: str, replicas: list[str], lines: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("seconds", type=int, nargs="?", default=60)
+    parser.add_argument("seconds", type=int, nargs="?", default=60,
+                        help="per sysbench run (0: only the bulk-load phase)")
     parser.add_argument("--only", action="append", default=[],
                         help="run only configurations whose name contains this (repeatable; "
                              "the first configuration always runs: the ratios refer to it)")
@@ -164,6 +165,10 @@ def main() -> None:
     host = address(primary)
     sql(primary, f"CREATE DATABASE IF NOT EXISTS bench; CREATE OR REPLACE USER {USER}@'%' "
                  f"IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON bench.* TO {USER}@'%'")
+    if args.seconds == 0:
+        sql(primary, f"DROP USER IF EXISTS {USER}@'%'; DROP DATABASE IF EXISTS bench")
+        bulk_load_catch_up(primary, replicas, args.bulk_lines)
+        return
     sysbench(host, "cleanup", 1)
     sysbench(host, "prepare", 1)
     baseline = next(iter(CONFIGURATIONS))

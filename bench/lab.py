@@ -87,12 +87,12 @@ def load_order_lines(primary: str, database: str, lines: int, batch: int = 250_0
                  "price DECIMAL(10,2) NOT NULL, FOREIGN KEY (order_id) REFERENCES Orders (id)) "
                  "ENGINE=InnoDB")
     sql(primary, f"INSERT INTO {database}.Orders SELECT seq, seq % 5000, "
-                 f"NOW() - INTERVAL seq MINUTE FROM seq_1_to_{orders}")
+                 f"NOW() - INTERVAL seq MINUTE FROM {database}.seq_1_to_{orders}")
     for first in range(1, lines + 1, batch):
         last = min(first + batch - 1, lines)
         sql(primary, f"INSERT INTO {database}.OrderLine (order_id, product, qty, price) "
                      f"SELECT 1 + seq % {orders}, seq % 997, 1 + seq % 5, (seq % 10000) / 100 "
-                     f"FROM seq_{first}_to_{last}")
+                     f"FROM {database}.seq_{first}_to_{last}")
     return orders
 
 
