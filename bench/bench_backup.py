@@ -2,14 +2,15 @@
 and size, and the point-in-time replay rate, on the running lab at 1,000,000 order lines.
 
 Not a test: run with `make bench-backup` (or `.venv/bin/python bench/bench_backup.py`) on a lab
-built by `scripts/lab.sh up` plus a backup host (BENCH_BACKUP_INVENTORY, default
-`.lab/backup-host.yml`, a file putting one container into the `backup` group) and the archive
-password in BENCH_BACKUP_SECRETS (a vars file with mariadb_backup_archive_password).
+built by `scripts/lab.sh up` plus its backup host (`make lab-aux`: inventory/lab-aux puts lab-aux
+into the `backup` group and generates the archive password; BENCH_BACKUP_INVENTORY names another
+inventory, BENCH_BACKUP_SECRETS an extra vars file).
 
 1. 1,000,000 order lines (and 200,000 orders) are written on the primary into `bench_backup`.
-2. Logical seeding, as roles/mariadb_replication/tasks/seed.yml does it: mariadb-dump
-   --single-transaction --gtid --master-data=2 on the primary, the file copied through the
-   control node, loaded into the replica.
+2. Logical seeding, the steps of roles/mariadb_replication/tasks/seed.yml run directly (so this
+   side measures the dump whatever the role's seeding default): mariadb-dump --single-transaction
+   --gtid --master-data=2 on the primary, the file copied through the control node (docker cp, no
+   slower than the role's fetch/copy), loaded into the replica.
 3. Streamed seeding: playbooks/rebuild_replica.yml (mariadb-backup host to host).
 4. playbooks/backup.yml: time, stream size, datadir size.
 5. 20,000 single-row transactions, then playbooks/restore.yml replays them from the archive onto
@@ -29,14 +30,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRIMARY, REPLICA, BACKUP = "lab-db1", "lab-db3", "lab-backup"
+sys.path.insert(0, str(ROOT))
+
+from bench.lab import AUX, MEMBERS, LoadAverage, load_order_lines, roles, wait_applied  # noqa: E402
+
+BACKUP = AUX
+# The live primary (a failover benchmark may have moved it) and the replica that gets seeded.
+PRIMARY, (*_, REPLICA) = roles()
 INVENTORY = ["-i", "inventory/lab", "-i",
-             os.environ.get("BENCH_BACKUP_INVENTORY", ".lab/backup-host.yml")]
-SECRETS = os.environ.get("BENCH_BACKUP_SECRETS", ".lab/backup-secrets.yml")
+             os.environ.get("BENCH_BACKUP_INVENTORY", "inventory/lab-aux")]
+SECRETS = ["-e", f"@{os.environ['BENCH_BACKUP_SECRETS']}"] if os.environ.get(
+    "BENCH_BACKUP_SECRETS") else []
 # BENCH_BACKUP_LINES scales the data down on a busy machine (orders are a fifth of the lines).
 LINES = int(os.environ.get("BENCH_BACKUP_LINES", "1000000"))
-ORDERS, TRANSACTIONS = max(LINES // 5, 1), int(os.environ.get("BENCH_BACKUP_TRANSACTIONS", "20000"))
-BATCH = 250_000
+TRANSACTIONS = int(os.environ.get("BENCH_BACKUP_TRANSACTIONS", "20000"))
 
 
 def sql(host: str, query: str, database: str | None = None) -> str:
@@ -50,7 +57,7 @@ def playbook(name: str, *args: str) -> tuple[float, dict]:
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_NOCOLOR": "1"}
     started = time.monotonic()
     done = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), *INVENTORY,
-                           f"playbooks/{name}", "-e", f"@{SECRETS}", *args],
+                           f"playbooks/{name}", *SECRETS, *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
@@ -71,29 +78,14 @@ def task_seconds(report: dict, *names: str) -> float:
     return total
 
 
-def wait_for_replicas(timeout: int = 600) -> None:
-    position = sql(PRIMARY, "SELECT @@GLOBAL.gtid_binlog_pos")
-    for replica in ("lab-db2", REPLICA):
-        if sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', {timeout})") != "0":
-            sys.exit(f"{replica} did not reach {position} within {timeout} s")
+def wait_for_replicas() -> None:
+    wait_applied(PRIMARY, [m for m in MEMBERS if m != PRIMARY])
 
 
-def load_data() -> None:
-    sql(PRIMARY, "DROP DATABASE IF EXISTS bench_backup")
-    sql(PRIMARY, "CREATE DATABASE bench_backup")
-    sql(PRIMARY, "CREATE TABLE Orders (id INT PRIMARY KEY, customer INT NOT NULL, "
-                 "placed DATETIME NOT NULL) ENGINE=InnoDB", "bench_backup")
-    sql(PRIMARY, "CREATE TABLE OrderLine (id INT AUTO_INCREMENT PRIMARY KEY, order_id INT NOT "
-                 "NULL, product INT NOT NULL, qty INT NOT NULL, price DECIMAL(10,2) NOT NULL, "
-                 "FOREIGN KEY (order_id) REFERENCES Orders (id)) ENGINE=InnoDB", "bench_backup")
-    sql(PRIMARY, f"INSERT INTO Orders SELECT seq, seq % 5000, NOW() - INTERVAL seq MINUTE "
-                 f"FROM seq_1_to_{ORDERS}", "bench_backup")
-    for first in range(1, LINES + 1, BATCH):
-        last = min(first + BATCH - 1, LINES)
-        sql(PRIMARY, "INSERT INTO OrderLine (order_id, product, qty, price) "
-                     f"SELECT 1 + seq % {ORDERS}, seq % 997, 1 + seq % 5, (seq % 10000) / 100 "
-                     f"FROM seq_{first}_to_{last}", "bench_backup")
+def load_data() -> int:
+    orders = load_order_lines(PRIMARY, "bench_backup", LINES)
     wait_for_replicas()
+    return orders
 
 
 def logical_seed() -> float:
@@ -116,10 +108,11 @@ def logical_seed() -> float:
 
 
 def main() -> None:
-    load_data()
+    load = LoadAverage()
+    orders = load_data()
     size_mib = float(sql(PRIMARY, "SELECT SUM(data_length + index_length) / 1048576 FROM "
                                   "information_schema.tables WHERE table_schema = 'bench_backup'"))
-    print(f"data: {LINES:,} order lines, {ORDERS:,} orders, {size_mib:.0f} MiB in InnoDB",
+    print(f"data: {LINES:,} order lines, {orders:,} orders, {size_mib:.0f} MiB in InnoDB",
           flush=True)
     dump_seconds = logical_seed()
     print(f"seed a replica, logical dump via the control node: {dump_seconds:7.1f} s", flush=True)
@@ -144,11 +137,13 @@ def main() -> None:
     playbook("rebuild_replica.yml", "-e", f"target={REPLICA}")
     sql(PRIMARY, "DROP DATABASE bench_backup")
 
+    load.stop()
     print(f"ratio dump / stream: {dump_seconds / stream_seconds:5.2f} (target >= 3)")
     print(f"backup.yml: {backup_seconds:7.1f} s, stream {manifest['size'] / 2**20:.1f} MiB "
           f"(zstd), {manifest['start']} .. {manifest['end']}")
     print(f"PITR replay: {TRANSACTIONS:,} transactions in {replay_seconds:.1f} s = "
           f"{TRANSACTIONS / replay_seconds:,.0f} transactions/s")
+    print(load)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ are missing on any member afterwards (must be 0 for a switchover). Figures: docs
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import statistics
 import subprocess
@@ -27,47 +27,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.lab import (  # noqa: E402
+    MEMBERS,
+    LoadAverage,
+    address,
+    require_ca,
+    roles,
+    sql,
+    wait_applied,
+)
 from tests.support.writer import CREATE_TABLE, Writer  # noqa: E402
 
 PLAYBOOK = str(ROOT / ".venv/bin/ansible-playbook")
-MEMBERS = ["lab-db1", "lab-db2", "lab-db3"]
 USER, PASSWORD = "bench_writer", uuid.uuid4().hex
 
 
-def sql(member: str, query: str) -> list[list[str]]:
-    out = subprocess.run(["docker", "exec", member, "mariadb", "-N", "-B", "-e", query],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split("\t") for line in out.splitlines()]
-
-
-def address(member: str) -> str | None:
-    out = subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", member],
-                         capture_output=True, text=True, check=False).stdout
-    running = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", member],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    if running != "true" or not out.strip():
-        return None
-    return next((n["IPAddress"] for n in json.loads(out).values() if n.get("IPAddress")), None)
-
-
 def primary() -> str:
-    writable = [m for m in MEMBERS if address(m) and sql(m, "SELECT @@read_only")[0][0] == "0"]
-    if len(writable) != 1:
-        sys.exit(f"expected one writable member, found {writable}")
-    return writable[0]
+    return roles()[0]
 
 
 def play(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     started = time.monotonic()
     done = subprocess.run([PLAYBOOK, *args], cwd=ROOT, capture_output=True, text=True, check=False)
     return time.monotonic() - started, done
-
-
-def wait_applied(source: str) -> None:
-    position = sql(source, "SELECT @@GLOBAL.gtid_binlog_pos")[0][0]
-    for member in MEMBERS:
-        if member != source:
-            sql(member, f"SELECT MASTER_GTID_WAIT('{position}', 300)")
 
 
 def lost(writer: Writer, members: list[str]) -> int:
@@ -80,7 +62,8 @@ def lost(writer: Writer, members: list[str]) -> int:
 
 
 def writer() -> Writer:
-    started = Writer(uuid.uuid4().hex[:12], MEMBERS, address, USER, PASSWORD, "bench")
+    started = Writer(uuid.uuid4().hex[:12], MEMBERS, address, USER, PASSWORD, "bench",
+                     ssl_ca=require_ca())
     started.start()
     started.wait_for(20, 60)
     return started
@@ -93,7 +76,7 @@ def switchover(target: str) -> tuple[float, float, int]:
     running.stop()
     if done.returncode != 0:
         sys.exit(f"switchover failed:\n{done.stdout[-3000:]}")
-    wait_applied(target)
+    wait_applied(target, MEMBERS)
     return running.window(), seconds, lost(running, MEMBERS)
 
 
@@ -108,7 +91,7 @@ def failover() -> tuple[float, float, int]:
         sys.exit(f"failover failed:\n{done.stdout[-3000:]}")
     new = primary()
     survivors = [m for m in MEMBERS if m != old]
-    wait_applied(new)
+    wait_applied(new, MEMBERS)
     missing = lost(running, survivors)
     subprocess.run(["docker", "start", old], check=True, capture_output=True)
     deadline = time.monotonic() + 300
@@ -127,6 +110,13 @@ def failover() -> tuple[float, float, int]:
     return running.window(), seconds, missing
 
 
+def report(kind: str, index: int, result: tuple[float, float, int]) -> None:
+    window, seconds, missing = result
+    print(f"{kind} {index + 1}: window {window:.2f} s, playbook {seconds:.1f} s, "
+          f"acknowledged commits lost {missing}; load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     first = primary()
@@ -134,21 +124,26 @@ def main() -> None:
     sql(first, CREATE_TABLE.format(table="bench.drill"))
     sql(first, f"CREATE OR REPLACE USER {USER}@'%' IDENTIFIED BY '{PASSWORD}'")
     sql(first, f"GRANT SELECT, INSERT ON bench.* TO {USER}@'%'")
-    wait_applied(first)
+    wait_applied(first, MEMBERS)
     results = {"switchover": [], "failover": []}
+    load = {"switchover": LoadAverage()}
     for index in range(rounds):
         current = primary()
         target = next(m for m in MEMBERS if m != current)
         results["switchover"].append(switchover(target))
-        print(f"switchover {index + 1}: window {results['switchover'][-1][0]:.2f} s")
+        report("switchover", index, results["switchover"][-1])
+    load["switchover"].stop()
+    load["failover"] = LoadAverage()
     for index in range(rounds):
         results["failover"].append(failover())
-        print(f"failover {index + 1}: window {results['failover'][-1][0]:.2f} s")
+        report("failover", index, results["failover"][-1])
+    load["failover"].stop()
     print(f"\n{'operation':<11} {'window (median)':>16} {'playbook (median)':>18} "
           f"{'acknowledged commits lost':>26}")
     for kind, rows in results.items():
         print(f"{kind:<11} {statistics.median(r[0] for r in rows):>14.2f} s "
               f"{statistics.median(r[1] for r in rows):>16.1f} s {sum(r[2] for r in rows):>26}")
+        print(f"{'':<11} windows {', '.join(f'{r[0]:.2f}' for r in rows)} s; {load[kind]}")
     sql(primary(), f"DROP USER IF EXISTS {USER}@'%'")
 
 
