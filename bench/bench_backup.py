@@ -7,11 +7,15 @@ into the `backup` group and generates the archive password; BENCH_BACKUP_INVENTO
 inventory, BENCH_BACKUP_SECRETS an extra vars file).
 
 1. 1,000,000 order lines (and 200,000 orders) are written on the primary into `bench_backup`.
-2. Logical seeding, the steps of roles/mariadb_replication/tasks/seed.yml run directly (so this
-   side measures the dump whatever the role's seeding default): mariadb-dump --single-transaction
-   --gtid --master-data=2 on the primary, the file copied through the control node (docker cp, no
-   slower than the role's fetch/copy), loaded into the replica.
-3. Streamed seeding: playbooks/rebuild_replica.yml (mariadb-backup host to host).
+2. Logical seeding, the product's own path: `playbooks/rejoin.yml -e rebuild=REPLICA -e
+   mariadb_replication_seed_method=dump` (mariadb-dump --single-transaction --gtid on the primary,
+   fetched to the control node, copied to the replica, loaded).
+3. Streamed seeding, the same role path with the backup stream: `playbooks/rebuild_replica.yml -e
+   target=REPLICA` (mariadb-backup | zstd | socat host to host, prepare, datadir swap).
+   Both are reported twice: the whole playbook (facts, live topology, TLS, events, CHANGE MASTER,
+   waits: the same fixed costs on both sides) and the seeding steps alone (from the JSON callback's
+   task times: the dump taken .. the GTID position set; the stream received .. the GTID position
+   set).
 4. playbooks/backup.yml: time, stream size, datadir size.
 5. 20,000 single-row transactions, then playbooks/restore.yml replays them from the archive onto
    the replica: replay rate in transactions/s from the replay tasks' own durations.
@@ -25,7 +29,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -88,23 +91,33 @@ def load_data() -> int:
     return orders
 
 
-def logical_seed() -> float:
-    """The dump path of seed.yml: dump on the primary, through the control node, load."""
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory() as workdir:
-        subprocess.run(["docker", "exec", PRIMARY, "sh", "-c",
-                        "mariadb-dump --all-databases --single-transaction --master-data=2 --gtid "
-                        "--routines --events --triggers > /root/bench-seed.sql"], check=True)
-        subprocess.run(["docker", "cp", f"{PRIMARY}:/root/bench-seed.sql", workdir], check=True)
-        subprocess.run(["docker", "cp", f"{workdir}/bench-seed.sql", f"{REPLICA}:/root/"],
-                       check=True)
-        sql(REPLICA, "STOP SLAVE")
-        subprocess.run(["docker", "exec", REPLICA, "sh", "-c",
-                        "mariadb < /root/bench-seed.sql"], check=True)
-    elapsed = time.monotonic() - started
-    for host in (PRIMARY, REPLICA):
-        subprocess.run(["docker", "exec", host, "rm", "-f", "/root/bench-seed.sql"], check=True)
-    return elapsed
+def task_span(report: dict, first: str, last: str) -> float:
+    """Seconds from the start of the first task named `first` to the end of the last `last`."""
+    tasks = [task["task"] for play in report["plays"] for task in play["tasks"]]
+
+    def at(stamp: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    began = next(at(task["duration"]["start"]) for task in tasks if task["name"] == first)
+    ended = [at(task["duration"]["end"]) for task in tasks if task["name"] == last]
+    return (ended[-1] - began).total_seconds()
+
+
+def seed(method: str) -> tuple[float, float]:
+    """Seed REPLICA through the role with `method`: whole playbook and seeding steps, seconds."""
+    if method == "dump":
+        elapsed, report = playbook("rejoin.yml", "-e", f"rebuild={REPLICA}",
+                                   "-e", "mariadb_replication_seed_method=dump")
+        steps = task_span(report, "Dump the primary with its GTID position",
+                          "Start from the dump's GTID position")
+    else:
+        elapsed, report = playbook("rebuild_replica.yml", "-e", f"target={REPLICA}")
+        steps = task_span(report,
+                          "Listen for the stream on the target and unpack it into the staging "
+                          "directory",
+                          "Reset replication and the binary log to the backup's GTID position")
+    wait_for_replicas()
+    return elapsed, steps
 
 
 def main() -> None:
@@ -114,11 +127,12 @@ def main() -> None:
                                   "information_schema.tables WHERE table_schema = 'bench_backup'"))
     print(f"data: {LINES:,} order lines, {orders:,} orders, {size_mib:.0f} MiB in InnoDB",
           flush=True)
-    dump_seconds = logical_seed()
-    print(f"seed a replica, logical dump via the control node: {dump_seconds:7.1f} s", flush=True)
-    stream_seconds, _ = playbook("rebuild_replica.yml", "-e", f"target={REPLICA}")
-    print(f"seed a replica, streamed mariadb-backup (playbook): {stream_seconds:7.1f} s",
-          flush=True)
+    dump_seconds, dump_steps = seed("dump")
+    print(f"seed a replica, logical dump (rejoin.yml, seed_method=dump): {dump_seconds:7.1f} s, "
+          f"of which seeding steps {dump_steps:7.1f} s", flush=True)
+    stream_seconds, stream_steps = seed("backup")
+    print(f"seed a replica, mariadb-backup stream (rebuild_replica.yml): {stream_seconds:7.1f} s, "
+          f"of which seeding steps {stream_steps:7.1f} s", flush=True)
     backup_seconds, _ = playbook("backup.yml")
     manifest = json.loads(subprocess.run(
         ["docker", "exec", BACKUP, "sh", "-c",
@@ -138,7 +152,8 @@ def main() -> None:
     sql(PRIMARY, "DROP DATABASE bench_backup")
 
     load.stop()
-    print(f"ratio dump / stream: {dump_seconds / stream_seconds:5.2f} (target >= 3)")
+    print(f"ratio dump / stream: whole playbook {dump_seconds / stream_seconds:5.2f}, "
+          f"seeding steps {dump_steps / stream_steps:5.2f} (target >= 3)")
     print(f"backup.yml: {backup_seconds:7.1f} s, stream {manifest['size'] / 2**20:.1f} MiB "
           f"(zstd), {manifest['start']} .. {manifest['end']}")
     print(f"PITR replay: {TRANSACTIONS:,} transactions in {replay_seconds:.1f} s = "

@@ -332,7 +332,7 @@ def test_retention_removes_only_expired_backups(drill):
 def test_rebuilt_replica_replicates_with_the_primarys_checksums(drill):
     rebuilt = playbook(drill, "rebuild_replica.yml", "-e", f"target={TARGET}")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
-    assert f"REBUILT {TARGET}" in rebuilt.flat
+    assert f"SEEDED {TARGET} from" in rebuilt.flat and "by mariadb-backup stream" in rebuilt.flat
     write_orders(6000, 10)  # written after the rebuild: must arrive by replication
     wait_for_replicas(also=[TARGET])
     status = host(TARGET).check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
