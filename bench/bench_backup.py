@@ -68,17 +68,24 @@ def playbook(name: str, *args: str) -> tuple[float, dict]:
     return elapsed, json.loads(done.stdout[done.stdout.index("{"):])
 
 
+def report_tasks(report: dict) -> list[dict]:
+    """Every task of the JSON callback's report, in order (each with its start/end)."""
+    return [task["task"] for play in report["plays"] for task in play["tasks"]]
+
+
+def named(task: dict, name: str) -> bool:
+    """Role tasks are reported as "role : name"."""
+    return task["name"] == name or task["name"].endswith(" : " + name)
+
+
+def at(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def task_seconds(report: dict, *names: str) -> float:
-    """Summed durations of the named tasks (the JSON callback records each task's start/end)."""
-    total = 0.0
-    for play in report["plays"]:
-        for task in play["tasks"]:
-            if task["task"]["name"] in names:
-                duration = task["task"]["duration"]
-                total += (datetime.datetime.fromisoformat(duration["end"].replace("Z", "+00:00"))
-                          - datetime.datetime.fromisoformat(
-                              duration["start"].replace("Z", "+00:00"))).total_seconds()
-    return total
+    """Summed durations of the named tasks."""
+    return sum((at(task["duration"]["end"]) - at(task["duration"]["start"])).total_seconds()
+               for task in report_tasks(report) if any(named(task, name) for name in names))
 
 
 def wait_for_replicas() -> None:
@@ -93,13 +100,9 @@ def load_data() -> int:
 
 def task_span(report: dict, first: str, last: str) -> float:
     """Seconds from the start of the first task named `first` to the end of the last `last`."""
-    tasks = [task["task"] for play in report["plays"] for task in play["tasks"]]
-
-    def at(stamp: str) -> datetime.datetime:
-        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-    began = next(at(task["duration"]["start"]) for task in tasks if task["name"] == first)
-    ended = [at(task["duration"]["end"]) for task in tasks if task["name"] == last]
+    tasks = report_tasks(report)
+    began = next(at(task["duration"]["start"]) for task in tasks if named(task, first))
+    ended = [at(task["duration"]["end"]) for task in tasks if named(task, last)]
     return (ended[-1] - began).total_seconds()
 
 

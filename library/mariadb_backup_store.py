@@ -180,8 +180,10 @@ def _summaries(module, archive_dir):
                        os.path.join(archive_dir, n)))
     found = []
     for name in names:
-        found.append(store.read_binlog(binlog, os.path.join(archive_dir, name),
-                                       may_be_truncated=name == names[-1]))
+        summary = store.read_binlog(binlog, os.path.join(archive_dir, name),
+                                    may_be_truncated=name == names[-1])
+        if summary is not None:  # None: the archiver has only just opened the newest file
+            found.append(summary)
     return found
 
 

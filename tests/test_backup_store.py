@@ -229,3 +229,15 @@ def test_summarize_reads_mariadb_binlog_output(case):
 def test_summarize_refuses_what_is_no_binary_log():
     with pytest.raises(store.BackupError, match="not a MariaDB binary log"):
         store.summarize_binlog("garbage", "/a/x.000001")
+
+
+@pytest.mark.parametrize("content", [b"", b"\xfebin"], ids=["empty", "magic only"])
+def test_a_newest_file_the_archiver_just_opened_holds_nothing_yet(tmp_path, content):
+    # The archive service restarting refetches its newest file: for a moment it is empty or holds
+    # only the binlog magic. As the newest file that is "nothing archived yet", not an error; as
+    # an older file it is a broken archive, named.
+    path = tmp_path / "mariadb-bin.000004"
+    path.write_bytes(content)
+    assert store.read_binlog("mariadb-binlog", str(path), may_be_truncated=True) is None
+    with pytest.raises(store.BackupError, match=str(path)):
+        store.read_binlog("mariadb-binlog", str(path))

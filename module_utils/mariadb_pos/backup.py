@@ -351,13 +351,14 @@ def remove_backup(manifest: dict, store: str) -> None:
 
 # --- Archived binary logs ---------------------------------------------------------------------
 
-def read_binlog(binlog_binary: str, path: str, may_be_truncated: bool = False) -> dict:
+def read_binlog(binlog_binary: str, path: str, may_be_truncated: bool = False) -> dict | None:
     """Summary of one archived binary log (summarize_binlog), read with ``mariadb-binlog``.
 
     Only the lines starting with '#' (event headers, the wrapped Gtid list) are kept while the
     output streams by: the decoded row events of a bulk load run to hundreds of MB per file.
     ``may_be_truncated``: the newest file, still being written by the archiver, whose cut tail
-    makes mariadb-binlog exit non-zero after printing every complete event."""
+    makes mariadb-binlog exit non-zero after printing every complete event; None when the
+    archiver has only just opened it (no complete Gtid list event yet: nothing archived in it)."""
     with tempfile.TemporaryFile() as errors:
         # argv list, no shell: the binary comes from get_bin_path, the path from the store.
         reader = subprocess.Popen([binlog_binary, "--no-defaults", path],  # noqa: S603
@@ -370,6 +371,8 @@ def read_binlog(binlog_binary: str, path: str, may_be_truncated: bool = False) -
         message = errors.read().decode("utf-8", "replace").strip()
     if returncode != 0 and not may_be_truncated:
         raise BackupError("archived binary log %s is unreadable: %s" % (path, message))
+    if may_be_truncated and not any("\tGtid list [" in line for line in headers):
+        return None
     return summarize_binlog("\n".join(headers), path)
 
 
