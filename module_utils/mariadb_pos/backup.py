@@ -58,6 +58,18 @@ def parse_gtid_list(text: str, what: str = "GTID position") -> dict[int, tuple[i
     return position
 
 
+def parse_gtid_state(text: str, what: str = "Gtid list") -> dict[int, tuple[int, int]]:
+    """A binary log's Gtid list event (the binlog state when the file began): one GTID per
+    domain *and server id*, so after a switchover a domain appears once per server that wrote in
+    it. As a position: per domain, the GTID with the highest sequence number (gtid_strict_mode
+    keeps a domain's sequence numbers increasing across servers)."""
+    position: dict[int, tuple[int, int]] = {}
+    for part in (text or "").replace(" ", "").split(","):
+        if part:
+            position = _merge(position, parse_gtid_list(part, "%s %r" % (what, text)))
+    return position
+
+
 def format_gtid_list(position: dict[int, tuple[int, int]]) -> str:
     return ",".join("%d-%d-%d" % (d, s, n) for d, (s, n) in sorted(position.items()))
 
@@ -427,9 +439,9 @@ def archive_end_state(summaries: list[dict]) -> dict:
     """GTID position after the last archived transaction."""
     if not summaries:
         return {}
-    state = parse_gtid_list(summaries[0]["start_state"])
+    state = parse_gtid_state(summaries[0]["start_state"])
     for summary in summaries:
-        state = _merge(state, parse_gtid_list(summary["start_state"]))
+        state = _merge(state, parse_gtid_state(summary["start_state"]))
         if summary["last_gtid"]:
             state = gtid_advance(state, summary["last_gtid"])
     return state
@@ -493,7 +505,7 @@ def plan_restore(backups: list[dict], summaries: list[dict], until: str | None,
     # The first file to read is the last one that starts at or before the backup's position.
     first = None
     for index, summary in enumerate(summaries):
-        if gtid_reached(start, parse_gtid_list(summary["start_state"])):
+        if gtid_reached(start, parse_gtid_state(summary["start_state"])):
             first = index
     if first is None:
         raise BackupError("the binlog archive starts at %s (%s), after backup %s's position %s: "
