@@ -47,6 +47,8 @@ SECRETS = ["-e", f"@{os.environ['BENCH_BACKUP_SECRETS']}"] if os.environ.get(
 # BENCH_BACKUP_LINES scales the data down on a busy machine (orders are a fifth of the lines).
 LINES = int(os.environ.get("BENCH_BACKUP_LINES", "1000000"))
 TRANSACTIONS = int(os.environ.get("BENCH_BACKUP_TRANSACTIONS", "20000"))
+# BENCH_BACKUP_SEED_ONLY=1: stop after the two seedings (e.g. to see how they scale with LINES).
+SEED_ONLY = os.environ.get("BENCH_BACKUP_SEED_ONLY") == "1"
 
 
 def sql(host: str, query: str, database: str | None = None) -> str:
@@ -136,6 +138,11 @@ def main() -> None:
     stream_seconds, stream_steps = seed("backup")
     print(f"seed a replica, mariadb-backup stream (rebuild_replica.yml): {stream_seconds:7.1f} s, "
           f"of which seeding steps {stream_steps:7.1f} s", flush=True)
+    if SEED_ONLY:
+        sql(PRIMARY, "DROP DATABASE bench_backup")
+        print(f"ratio dump / stream: whole playbook {dump_seconds / stream_seconds:5.2f}, "
+              f"seeding steps {dump_steps / stream_steps:5.2f}\n{load.stop()}")
+        return
     backup_seconds, _ = playbook("backup.yml")
     manifest = json.loads(subprocess.run(
         ["docker", "exec", BACKUP, "sh", "-c",
