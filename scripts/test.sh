@@ -60,8 +60,9 @@ if [ "$#" -gt 0 ]; then
 elif [ "${TEST_LANES:-3}" = 1 ]; then
   run_lane lint pytest default replication replication-debian13
 else
-  # The longest stage (the Debian 12 drills) has a lane of its own; each scenario builds its base
-  # image first if missing, the two releases at once (default, last, reuses Debian 12's).
+  # The longest stage (Debian 12, the operations drills) has a lane of its own; the backup drills
+  # run in the Debian 13 scenario (molecule/replication/tests/drills.py). Each scenario builds its
+  # base image first if missing, the two releases at once (default, last, reuses Debian 12's).
   run_lane replication &
   run_lane replication-debian13 default &
   run_lane lint pytest &

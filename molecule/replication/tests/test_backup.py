@@ -1,7 +1,8 @@
 """Backup, binlog archive, point-in-time restore and replica rebuild drills on a running cluster.
 
-Runs in the replication scenario's verify step (hosts from MOLECULE_INVENTORY_FILE) or against the
-lab: ``BACKUP_DRILL_INVENTORY=inventory/lab,.lab/backup-host.yml pytest
+Runs in the replication-debian13 scenario's verify step (hosts from MOLECULE_INVENTORY_FILE; in
+another scenario with LAB_DRILLS=1, see drills.py) or against the lab:
+``BACKUP_DRILL_INVENTORY=inventory/lab,.lab/backup-host.yml pytest
 molecule/replication/tests/test_backup.py`` (the second file puts a host in the ``backup`` group).
 Without a ``backup`` group the last late replica (or the last replica) serves as the backup host.
 
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from drills import drills
+from drills import backup_drills
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-pytestmark = drills
+pytestmark = backup_drills
 
 PROJECT = Path(__file__).resolve().parents[3]
 if os.environ.get("MOLECULE_INVENTORY_FILE"):

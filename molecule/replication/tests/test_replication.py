@@ -246,7 +246,12 @@ def test_etl_rows_reached_the_replica(replica):
 
 
 def run_cluster_playbook(tmp_path, host_vars=""):
-    """Run playbooks/mariadb.yml on the grown cluster (late replicas included)."""
+    """Run playbooks/rejoin.yml on the grown cluster (late replicas included).
+
+    rejoin.yml runs the replication role alone, as site.yml and mariadb.yml run it after the
+    server, TLS and health roles (which take no part in re-pointing a replica): the same failure
+    and recovery in about a third of the time (75 s against 207 s, one run each, 2 cores).
+    """
     extra = tmp_path / "grown.yml"
     extra.write_text(
         "all:\n  hosts:\n" + (host_vars or "    {}\n")
@@ -255,7 +260,7 @@ def run_cluster_playbook(tmp_path, host_vars=""):
     env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-         "-i", str(extra), "playbooks/mariadb.yml", "-e", "mariadb_replication_wait_retries=5"],
+         "-i", str(extra), "playbooks/rejoin.yml", "-e", "mariadb_replication_wait_retries=5"],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
