@@ -89,11 +89,16 @@ def wait_for_replicas(also=(), timeout=120):
 
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory):
-    """Extra inventory (the backup group when the inventory has none) and the archive secret."""
+    """Extra inventory and the archive secret. The inventory holds the grown cluster (the late
+    replicas are members: rebuild_replica.yml runs the replication role, which removes the
+    replication account of a host the inventory does not list) and the backup group when the
+    scenario's inventory has none."""
     workdir = tmp_path_factory.mktemp("backup-drill")
     extra = workdir / "backup.yml"
-    extra.write_text("all:\n  children:\n    backup:\n      hosts:\n"
-                     f"        {BACKUP}: {{}}\n" if not BACKUP_GROUP else "all: {}\n")
+    groups = (("" if BACKUP_GROUP else f"    backup:\n      hosts:\n        {BACKUP}: {{}}\n")
+              + ("    mariadb:\n      children:\n        replicas:\n          hosts:\n"
+                 + "".join(f"            {name}: {{}}\n" for name in LATE) if LATE else ""))
+    extra.write_text("all:\n  children:\n" + groups if groups else "all: {}\n")
     secret = workdir / "secrets.yml"
     secret.write_text(json.dumps({"mariadb_backup_archive_password": secrets.token_hex(16)}))
     secret.chmod(0o600)
