@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import testinfra
 from drills import backup_drills
+from grown_cluster import grown_cluster_inventory
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 pytestmark = backup_drills
@@ -95,10 +96,7 @@ def drill(tmp_path_factory):
     scenario's inventory has none."""
     workdir = tmp_path_factory.mktemp("backup-drill")
     extra = workdir / "backup.yml"
-    groups = (("" if BACKUP_GROUP else f"    backup:\n      hosts:\n        {BACKUP}: {{}}\n")
-              + ("    mariadb:\n      children:\n        replicas:\n          hosts:\n"
-                 + "".join(f"            {name}: {{}}\n" for name in LATE) if LATE else ""))
-    extra.write_text("all:\n  children:\n" + groups if groups else "all: {}\n")
+    extra.write_text(grown_cluster_inventory(LATE, {"backup": [] if BACKUP_GROUP else [BACKUP]}))
     secret = workdir / "secrets.yml"
     secret.write_text(json.dumps({"mariadb_backup_archive_password": secrets.token_hex(16)}))
     secret.chmod(0o600)

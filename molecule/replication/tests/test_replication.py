@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+from grown_cluster import grown_cluster_inventory
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 RUNNER = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
@@ -253,10 +254,7 @@ def run_cluster_playbook(tmp_path, host_vars=""):
     and recovery in about a third of the time (75 s against 207 s, one run each, 2 cores).
     """
     extra = tmp_path / "grown.yml"
-    extra.write_text(
-        "all:\n  hosts:\n" + (host_vars or "    {}\n")
-        + "  children:\n    mariadb:\n      children:\n        replicas:\n          hosts:\n"
-        + "".join(f"            {name}: {{}}\n" for name in LATE_REPLICAS))
+    extra.write_text(grown_cluster_inventory(LATE_REPLICAS, host_vars=host_vars))
     env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),

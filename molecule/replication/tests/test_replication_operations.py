@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from drills import drills
+from grown_cluster import grown_cluster_inventory
 from heartbeat_pause import pause_heartbeat, resume_heartbeat
 from test_connections import PROXIES, WriterPortWatch
 from test_replication import (
@@ -183,9 +184,7 @@ def lost_on(writer, member):
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory):
     inventory_dir = tmp_path_factory.mktemp("drills")
-    (inventory_dir / "grown.yml").write_text(
-        "all:\n  children:\n    mariadb:\n      children:\n        replicas:\n          hosts:\n"
-        + "".join(f"            {name}: {{}}\n" for name in LATE_REPLICAS))
+    (inventory_dir / "grown.yml").write_text(grown_cluster_inventory(LATE_REPLICAS))
     # On the live primary: root ignores read_only, and a write on a replica would be errant.
     primary = live_primary()
     sql(primary, CREATE_TABLE.format(table="lab_verify.drill"))
