@@ -333,6 +333,20 @@ def test_retention_removes_only_expired_backups(drill):
     assert again.returncode == 0 and recap_changed(again.stdout) == 0, again.stdout[-3000:]
 
 
+@pytest.mark.parametrize("extra, message", [
+    ([], "Name the replica to rebuild with -e target=HOST. Nothing was changed."),
+    (["-e", f"target={PRIMARY}"], "only a member other than the live primary"),
+])
+def test_rebuild_refuses_without_a_target_or_onto_the_primary(drill, extra, message):
+    before = value(PRIMARY, "SELECT @@GLOBAL.gtid_binlog_pos")
+    refused = playbook(drill, "rebuild_replica.yml", *extra)
+    assert refused.returncode != 0
+    assert message in refused.flat, refused.stdout[-3000:]
+    assert "SEEDING" not in refused.flat
+    assert value(PRIMARY, "SELECT @@GLOBAL.read_only") == "0"
+    assert value(PRIMARY, "SELECT @@GLOBAL.gtid_binlog_pos") == before
+
+
 def test_rebuilt_replica_replicates_with_the_primarys_checksums(drill):
     rebuilt = playbook(drill, "rebuild_replica.yml", "-e", f"target={TARGET}")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
