@@ -317,6 +317,24 @@ def test_an_unwritable_or_full_store_fails_naming_the_store(drill):
         host(BACKUP).run("umount /mnt/tiny-store")
 
 
+def test_a_backup_without_a_healthy_replica_is_refused_and_takes_nothing(drill):
+    # The replicating members (TARGET is standalone after the point-in-time restore).
+    stopped = [r for r in REPLICAS + LATE if sql(r, "SHOW SLAVE STATUS")]
+    before = manifests()
+    for replica in stopped:
+        sql(replica, "STOP SLAVE SQL_THREAD")
+    try:
+        refused = playbook(drill, "backup.yml")
+        assert refused.returncode != 0
+        assert "No healthy replica to back up" in refused.flat, refused.stdout[-3000:]
+        assert "mariadb_backup_allow_primary=true" in refused.flat
+        assert manifests() == before
+    finally:
+        for replica in stopped:
+            sql(replica, "START SLAVE SQL_THREAD")
+    wait_for_replicas()
+
+
 def test_retention_removes_only_expired_backups(drill):
     write_orders(5000, 5)
     wait_for_replicas()
