@@ -168,8 +168,8 @@ def _deferred_indexes(cursor, target):
     without comment, named by the project's identifier rule), in their order: the full build
     adds them to the filled shadow table, one sorted build each, instead of a random insert per
     row and index (measured at 1,000,000 order lines: ProductBuyersMV 9.6 s + 2.0 s instead of
-    17.5 s, docs/etl.md). Still so with the bulk insert (_fill_shadow), whose own sorted build
-    of these indexes cost more (9.7 instead of 5.3 server CPU s). Any other index stays in the
+    17.5 s, docs/etl.md). Still so with the bulk insert (_fill_shadow): building them inside
+    it cost more (9.6-10.6 instead of 4.3-5.6 server CPU s). Any other index stays in the
     shadow table while it is filled."""
     cursor.execute("SELECT INDEX_NAME, COLUMN_NAME, SUB_PART, COLLATION, NON_UNIQUE, "
                    "INDEX_TYPE, INDEX_COMMENT, IGNORED FROM information_schema.STATISTICS "
