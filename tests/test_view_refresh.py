@@ -9,7 +9,7 @@ import pymysql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mariadb_pos.view_refresh import ViewRefreshError
+from mariadb_pos.view_refresh import ViewRefreshError, refresh
 
 from tests.support.order_changes import CHANGE, apply_change
 from tests.support.pos_schema_role import run_module
@@ -85,6 +85,74 @@ def test_full_refresh_keeps_every_index_of_the_table(server_db):
         with conn.cursor() as cur:
             cur.execute(f"ALTER TABLE {table} DROP INDEX extra_idx, DROP INDEX extra_uq, "
                         "DROP INDEX `extra-dash`")
+
+
+BULK_OPERATIONS = ("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                   "WHERE VARIABLE_NAME = 'INNODB_BULK_OPERATIONS'")
+SESSION_CHECKS = "SELECT @@SESSION.unique_checks, @@SESSION.foreign_key_checks"
+
+
+@pytest.mark.parametrize("checks", [(1, 1), (0, 1)])
+def test_the_full_build_is_a_bulk_insert_logged_as_rows_and_restores_the_session(server_db,
+                                                                                  checks):
+    """The shadow table is filled by InnoDB's bulk insert into an empty table (both checks off
+    for that transaction only): the server counts a bulk operation, the binary log still holds
+    the rows for the replicas, and the session gets its own values back."""
+    server, conn = server_db
+    table = "ProductBuyersMV"
+    with conn.cursor() as cur:  # a real difference, so the shadow is swapped in
+        cur.execute(f"UPDATE {table} SET total_spent = total_spent + 1 LIMIT 1")
+    bulk_operations = int(scalar(conn, BULK_OPERATIONS))
+    log_file, position = rows(conn, "SHOW MASTER STATUS")[0][:2]
+    own = server.connect()
+    try:
+        with own.cursor() as cur:
+            cur.execute("SET SESSION unique_checks = %s, foreign_key_checks = %s", checks)
+        assert refresh(own, DB, table, mode="full")["changed"] is True
+        assert rows(own, SESSION_CHECKS) == [checks]
+    finally:
+        own.close()
+    assert int(scalar(conn, BULK_OPERATIONS)) > bulk_operations
+    events = rows(conn, "SHOW BINLOG EVENTS IN %s FROM %s", (log_file, position))
+    shadow = [n for n, e in enumerate(events)
+              if e[2] == "Table_map" and e[5].endswith(f"({DB}.{table}__shadow)")]
+    assert shadow and events[shadow[0] + 1][2].startswith("Write_rows"), events[:20]
+    assert_equal_to_view(conn, table)
+
+
+COLUMNS = ("product_id, {name} AS product_name, customer_id, first_name, last_name, email, "
+           "order_count, total_quantity, total_spent, first_ordered_at, last_ordered_at")
+
+
+@pytest.mark.parametrize("select, message", [
+    # every row twice: MariaDB 10.11's bulk insert then stores none and reports no error
+    ("SELECT * FROM ProductBuyers UNION ALL SELECT * FROM ProductBuyers",
+     "same primary key|Duplicate entry"),
+    # a value too long for its column: the INSERT itself fails (strict mode)
+    ("SELECT %s FROM ProductBuyers" % COLUMNS.format(name="REPEAT('x', 300)"),
+     "Data too long"),
+])
+def test_a_failed_full_build_changes_nothing_and_restores_the_session(server_db, select,
+                                                                      message):
+    server, conn = server_db
+    table = "ProductBuyersMV"
+    do_refresh(server, table, mode="full")
+    snapshot = rows(conn, f"SELECT * FROM {table} ORDER BY product_id, customer_id")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE OR REPLACE VIEW BrokenBuyers AS {select}")
+    own = server.connect()
+    try:
+        with pytest.raises((ViewRefreshError, pymysql.err.MySQLError), match=message):
+            refresh(own, DB, table, mode="full", view="BrokenBuyers")
+        assert rows(own, SESSION_CHECKS) == [(1, 1)]
+    finally:
+        own.close()
+        with conn.cursor() as cur:
+            cur.execute("DROP VIEW BrokenBuyers")
+    assert rows(conn, f"SELECT * FROM {table} ORDER BY product_id, customer_id") == snapshot
+    assert do_refresh(server, table, mode="full")["changed"] is False
+    assert scalar(conn, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND TABLE_NAME LIKE %s", (DB, table + "\\_\\_%")) == 0
 
 
 def test_check_mode_reports_the_change_and_writes_nothing(server_db):
