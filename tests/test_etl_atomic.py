@@ -139,3 +139,39 @@ def test_server_killed_mid_load_then_restarted(datasets, previous):
         fresh = new_target(server)
         run_etl(fresh.params(files_b))
         assert tgt.checksums(unit_price=False) == fresh.checksums(unit_price=False)
+
+
+
+def test_a_duplicate_key_in_the_first_loads_bulk_insert_fails_and_commits_nothing(
+        mariadb_server, tmp_path):
+    """The first load fills empty tables by InnoDB's bulk insert (checks off); on MariaDB 10.11
+    a bulk insert that meets a duplicate key commits the table empty without an error. The
+    cleaning keeps one row per key, so the duplicate is written into the load's file here: the
+    load step must fail naming the table and the key, and nothing is stored."""
+    import pymysql
+    from mariadb_pos import etl
+    from mariadb_pos.db import connect
+
+    target = new_target(mariadb_server)
+    conn = connect(login_user="root", login_unix_socket=mariadb_server.socket,
+                   **etl.CONNECTION_OPTIONS)
+    runner = etl.Runner(conn, str(tmp_path), database=target.db, etl_database=target.etl_db)
+    runner.open()
+    try:
+        path = tmp_path / "city.tsv"
+        path.write_text("01001\tAgawam\tMA\n01002\tAmherst\tMA\n01001\tAgawam\tMA\n")
+        conn.begin()
+        runner.sql("SET SESSION foreign_key_checks = 0, unique_checks = 0")
+        # A server that refuses the duplicate itself raises the server's error instead.
+        with pytest.raises((etl.EtlError, pymysql.err.IntegrityError),
+                           match="Duplicate entry '01001' for key 'PRIMARY'") as refused:
+            runner.load_tsv(f"`{target.db}`.`City`", ("zip", "city", "state"), str(path), 3,
+                            "table City")
+        if isinstance(refused.value, etl.EtlError):
+            assert str(refused.value).startswith("loading table City raised 1 warnings, "
+                                                 "nothing loaded")
+        conn.rollback()
+    finally:
+        runner.close()
+        conn.close()
+    assert target.counts()["City"] == 0

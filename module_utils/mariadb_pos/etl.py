@@ -741,9 +741,10 @@ class Runner:
             if direct:
                 # Empty tables and rows consistent by construction (unique keys, every reference
                 # checked in Python): InnoDB's bulk insert into empty tables applies (measured:
-                # 2.7 s instead of 4.0 s for 610k rows). A row that collides with one another
-                # session inserted meanwhile still fails the run (primary keys are always
-                # checked); the replicas get the same relaxed flags with the row events.
+                # 2.7 s instead of 4.0 s for 610k rows); the replicas get the same relaxed
+                # flags with the row events. A duplicate key in a bulk insert surfaces only as a
+                # LOAD DATA warning, which fails the run (load_tsv): on MariaDB 10.11 the bulk
+                # insert would otherwise commit the table empty (tests/test_etl_atomic.py).
                 self.sql("SET SESSION foreign_key_checks = 0, unique_checks = 0")
                 for table, _staging, columns, _pk in TABLES:
                     path, count = tsv[table]
