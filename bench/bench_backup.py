@@ -118,8 +118,8 @@ def seed(method: str) -> tuple[float, float]:
     else:
         elapsed, report = playbook("rebuild_replica.yml", "-e", f"target={REPLICA}")
         steps = task_span(report,
-                          "Listen for the stream on the target and unpack it into the staging "
-                          "directory",
+                          "Listen for the stream on the target, unpack and prepare it in the "
+                          "staging directory",
                           "Reset replication and the binary log to the backup's GTID position")
     wait_for_replicas()
     return elapsed, steps
