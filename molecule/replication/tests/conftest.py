@@ -8,7 +8,7 @@ import re
 
 import pytest
 import testinfra
-from heartbeat_pause import pause_heartbeat, resume_heartbeat
+from heartbeat_pause import INVENTORY, pause_heartbeat, resume_heartbeat
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 
@@ -20,7 +20,7 @@ def release_of_the_scenario():
     match = re.search(r"debian(\d+)$", scenario)
     expected = match.group(1) if match else "12"
     found = {}
-    for name in AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all"):
+    for name in AnsibleRunner(INVENTORY).get_hosts("all"):  # the lab outside molecule
         release = testinfra.get_host(f"docker://{name}").check_output(
             ". /etc/os-release && echo $VERSION_ID")
         found[name] = release.strip()

@@ -365,6 +365,33 @@ def test_rebuild_refuses_without_a_target_or_onto_the_primary(drill, extra, mess
     assert value(PRIMARY, "SELECT @@GLOBAL.gtid_binlog_pos") == before
 
 
+def test_a_seed_whose_source_fails_names_the_cause_and_leaves_the_target_untouched(drill):
+    """mariadb-backup fails on the source (a wrapper earlier in PATH on every possible source):
+    the seed stops before the swap, names the source's error, and the target keeps its data."""
+    sources = [m for m in [PRIMARY, *REPLICAS, *LATE] if m != TARGET]
+    wrapper = ("printf '%s\\n' '#!/bin/sh' 'case \" $* \" in *\" --backup \"*) "
+               "echo \"injected failure (drill)\" >&2; exit 1;; esac' "
+               "'exec /usr/bin/mariadb-backup \"$@\"' >/usr/local/bin/mariadb-backup "
+               "&& chmod 0755 /usr/local/bin/mariadb-backup")
+    before = checksums(TARGET)
+    try:
+        for member in sources:
+            host(member).check_output(wrapper)
+        failed = playbook(drill, "rebuild_replica.yml", "-e", f"target={TARGET}")
+    finally:
+        for member in sources:
+            host(member).run("rm -f /usr/local/bin/mariadb-backup")
+    assert failed.returncode != 0
+    assert (f"Seeding {TARGET} by a mariadb-backup stream from" in failed.flat
+            and "failed at 'Fail when the backup did not arrive whole or did not prepare'"
+            in failed.flat), failed.stdout[-3000:]
+    assert re.search(r"Sender: mariadb-backup --backup on [\w.-]+ failed: injected failure "
+                     r"\(drill\)", failed.flat), failed.stdout[-3000:]
+    assert "State: its data was not touched" in failed.flat
+    assert not host(TARGET).file("/etc/mysql/mariadb.conf.d/99-mariadb-backup-restore.cnf").exists
+    assert checksums(TARGET) == before
+
+
 def test_rebuilt_replica_replicates_with_the_primarys_checksums(drill):
     rebuilt = playbook(drill, "rebuild_replica.yml", "-e", f"target={TARGET}")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
