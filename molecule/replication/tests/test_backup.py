@@ -393,6 +393,11 @@ def test_a_seed_whose_source_fails_names_the_cause_and_leaves_the_target_untouch
 
 
 def test_rebuilt_replica_replicates_with_the_primarys_checksums(drill):
+    # Wiped, the way a rebuild that failed while swapping the datadir leaves it: server stopped,
+    # datadir empty, restore marker present. The failure message's advice must work from here.
+    host(TARGET).check_output(
+        "systemctl stop mariadb && rm -rf /var/lib/mysql/* && printf '[mariadbd]\\nskip_slave_start"
+        " = ON\\n' >/etc/mysql/mariadb.conf.d/99-mariadb-backup-restore.cnf")
     rebuilt = playbook(drill, "rebuild_replica.yml", "-e", f"target={TARGET}")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:]
     assert f"SEEDED {TARGET} from" in rebuilt.flat and "by mariadb-backup stream" in rebuilt.flat
@@ -403,3 +408,4 @@ def test_rebuilt_replica_replicates_with_the_primarys_checksums(drill):
     assert "Using_Gtid: Slave_Pos" in status
     assert value(TARGET, "SELECT @@GLOBAL.read_only") == "1"
     assert checksums(TARGET) == checksums(PRIMARY)
+    assert not host(TARGET).file("/etc/mysql/mariadb.conf.d/99-mariadb-backup-restore.cnf").exists
