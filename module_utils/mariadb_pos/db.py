@@ -11,6 +11,7 @@ Runs on the managed host (Debian's python3-pymysql, 1.0.2 on Debian 12) and in t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 try:
@@ -84,3 +85,23 @@ def connect(login_user="root", login_password="", login_host="localhost", login_
 def connect_from_params(params, **extra):
     """:func:`connect` with the login options of a module's params."""
     return connect(**connection_options(params), **extra)
+
+
+@contextlib.contextmanager
+def bulk_insert_session(cursor):
+    """unique_checks and foreign_key_checks off (session variables: no privilege needed) for
+    the statements inside, then back to the session's own values, also after an error. An
+    INSERT or LOAD DATA into an empty InnoDB table then takes the bulk path (MariaDB >= 10.7):
+    one undo record, rows sorted and written page by page. On 10.11 a duplicate key there
+    leaves the table empty without an error: callers check what was stored."""
+    cursor.execute("SELECT @@SESSION.unique_checks, @@SESSION.foreign_key_checks")
+    saved = cursor.fetchone()
+    cursor.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
+    restore = "SET SESSION unique_checks = %s, foreign_key_checks = %s"
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(Exception):  # never mask the original error
+            cursor.execute(restore, saved)
+        raise
+    cursor.execute(restore, saved)

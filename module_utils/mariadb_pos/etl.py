@@ -51,6 +51,7 @@ import tempfile
 import time
 
 from . import etl_clean
+from .db import bulk_insert_session
 from .identifiers import IdentifierError, quote_identifier
 
 ETL_VERSION = "2"  # part of the fingerprint: a change of the cleaning rules forces a reload
@@ -745,12 +746,11 @@ class Runner:
                 # flags with the row events. A duplicate key in a bulk insert surfaces only as a
                 # LOAD DATA warning, which fails the run (load_tsv): on MariaDB 10.11 the bulk
                 # insert would otherwise commit the table empty (tests/test_etl_atomic.py).
-                self.sql("SET SESSION foreign_key_checks = 0, unique_checks = 0")
-                for table, _staging, columns, _pk in TABLES:
-                    path, count = tsv[table]
-                    self.load_tsv(f"{self.qdb}.{_q(table)}", columns, path, count,
-                                  f"table {table}")
-                self.sql("SET SESSION foreign_key_checks = 1, unique_checks = 1")
+                with bulk_insert_session(self.cursor):
+                    for table, _staging, columns, _pk in TABLES:
+                        path, count = tsv[table]
+                        self.load_tsv(f"{self.qdb}.{_q(table)}", columns, path, count,
+                                      f"table {table}")
             else:
                 if mv_incremental:  # read before anything changes
                     mv_changes = self.mv_changes(changes)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from .db import bulk_insert_session
 from .identifiers import (
     MAX_IDENTIFIER_LENGTH,
     IdentifierError,
@@ -216,23 +217,6 @@ def _check_same_definition(cursor, target):
                                % (target.database, target.table))
 
 
-@contextlib.contextmanager
-def _bulk_insert_session(cursor):
-    """unique_checks and foreign_key_checks off (session variables: no privilege needed) for
-    the statements inside, then back to the session's own values, also after an error."""
-    cursor.execute("SELECT @@SESSION.unique_checks, @@SESSION.foreign_key_checks")
-    saved = cursor.fetchone()
-    cursor.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
-    restore = "SET SESSION unique_checks = %s, foreign_key_checks = %s"
-    try:
-        yield
-    except Exception:
-        with contextlib.suppress(Exception):  # never mask the original error
-            cursor.execute(restore, saved)
-        raise
-    cursor.execute(restore, saved)
-
-
 def _fill_shadow(conn, cursor, target):
     """Fill the new, empty shadow table from the view in one transaction; returns the number
     of rows the INSERT reported.
@@ -245,7 +229,7 @@ def _fill_shadow(conn, cursor, target):
     events in the binary log are the same. The caller
     must compare the rows stored with the rows reported: MariaDB 10.11 empties the table
     without any error when the bulk insert meets a duplicate primary key."""
-    with _bulk_insert_session(cursor):
+    with bulk_insert_session(cursor):
         cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s" % (
             target.q_shadow, target.q_columns, target.q_columns, target.q_view))
         rows = cursor.rowcount
